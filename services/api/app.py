@@ -1,0 +1,118 @@
+"""The FastAPI application: ``create_app(settings)`` builds it, the lifespan owns the bus."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api import errors, routes
+from services.api.errors import JsonResponse
+from services.api.gateway import Gateway
+from shared.logs import request_id
+from shared.metrics import LATENCY_BUCKETS
+from shared.settings import ApiSettings
+
+log = logging.getLogger("services.api")
+REQUEST_ID = "x-request-id"
+
+
+class Observe:
+    """ASGI middleware: request id, one log line and one latency sample per request.
+
+    Latency is labelled by route template (``/search``), never by raw path,
+    so junk URLs cannot blow up the metric's cardinality.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: CollectorRegistry) -> None:
+        self.app = app
+        self.latency = Histogram(
+            "grid_http_request_seconds", "HTTP request latency by route and status.",
+            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=metrics,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID.encode(), b"").decode("latin-1")
+        rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+        request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (REQUEST_ID.encode(), rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.latency.labels(scope["method"], route, str(status)).observe(elapsed)
+            log.info("request", extra={"method": scope["method"], "route": route,
+                                       "status": status, "ms": round(elapsed * 1000, 2)})
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when omitted)."""
+    settings = settings or ApiSettings()
+    metrics = CollectorRegistry()
+    gateway = Gateway(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="Grid Gateway",
+        version="0.1.0",
+        summary="Find grid nodes, their models and their data in a federated ML network.",
+        lifespan=lifespan,
+        default_response_class=JsonResponse,
+    )
+    app.state.settings = settings
+    app.state.gateway = gateway
+    app.state.metrics = metrics
+    errors.install(app)
+    app.include_router(routes.registry)
+    app.include_router(routes.search)
+    _operations(app)
+    app.add_middleware(Observe, metrics=metrics)
+    return app
+
+
+def _operations(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"], summary="The process is up.")
+    async def healthz() -> JsonResponse:
+        return JsonResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["operations"],
+             summary="Broker connected and registry and search workers consuming.")
+    async def readyz(request: Request) -> JsonResponse:
+        reason = request.app.state.gateway.readiness()
+        if reason is not None:
+            return JsonResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JsonResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.",
+             response_class=Response)
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.metrics),
+                        media_type=CONTENT_TYPE_LATEST)

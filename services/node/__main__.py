@@ -1,0 +1,55 @@
+"""``python -m services.node --id ID --address URL --inventory FILE.json``: a demo grid node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from services.node.inventory import Inventory
+from services.node.sdk import GridNode
+from shared.logs import setup_logging
+from shared.settings import NodeSettings
+
+log = logging.getLogger("services.node")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run a demo grid node serving an inventory file.")
+    parser.add_argument("--id", required=True, help="node id (letters, digits, ._:@-)")
+    parser.add_argument("--address", required=True, help="the node's public URL")
+    parser.add_argument("--inventory", required=True, help="inventory JSON file")
+    parser.add_argument("--leave", action="store_true",
+                        help="delete the node from the gateway on exit")
+    return parser.parse_args()
+
+
+async def serve(args: argparse.Namespace, settings: NodeSettings) -> None:
+    node = GridNode(settings, args.id, args.address, Inventory.from_file(args.inventory))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while True:  # the gateway may still be starting: retry the join
+        try:
+            await node.start()
+            break
+        except Exception as exc:  # noqa: BLE001 - report and retry, whatever failed
+            log.warning("cannot join yet, retrying", extra={"error": str(exc)})
+            await node.stop()
+            node = GridNode(settings, args.id, args.address, Inventory.from_file(args.inventory))
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+                return
+            except TimeoutError:
+                continue
+    log.info("node running", extra={"node_id": args.id})
+    await stop.wait()
+    await node.stop(leave=args.leave)
+
+
+if __name__ == "__main__":
+    settings = NodeSettings()
+    setup_logging(settings.log_level)
+    asyncio.run(serve(parse_args(), settings))

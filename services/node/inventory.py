@@ -1,0 +1,52 @@
+"""What a node holds, and how it answers each query about it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.contracts import EncryptedModelHosts, NodeQuery, NodeReply
+
+
+class Tensor(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tags: list[str] = []
+
+
+class Inventory(BaseModel):
+    """A node's models, encrypted models and tagged tensors (every key optional).
+
+    This is the demo node's file format; a real node can answer from anywhere
+    by giving :class:`~services.node.sdk.GridNode` its own handler.
+    """
+
+    models: list[str] = []
+    encrypted_models: dict[str, EncryptedModelHosts] = {}
+    tensors: list[Tensor] = []
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Inventory:
+        return cls.model_validate_json(Path(path).read_bytes())
+
+    def tags(self) -> list[str]:
+        return sorted({tag for tensor in self.tensors for tag in tensor.tags})
+
+    def holds_all(self, tags: list[str]) -> bool:
+        """True when one tensor carries every tag (tags are ANDed)."""
+        wanted = set(tags)
+        return any(wanted <= set(tensor.tags) for tensor in self.tensors)
+
+    def answer(self, node_id: str, query: NodeQuery) -> NodeReply:
+        if query.op == "list_models":
+            return NodeReply(node_id=node_id, models=self.models)
+        if query.op == "list_tags":
+            return NodeReply(node_id=node_id, tags=self.tags())
+        if query.op == "has_model":
+            return NodeReply(node_id=node_id, match=query.model_id in self.models)
+        if query.op == "search_tags":
+            return NodeReply(node_id=node_id, match=self.holds_all(query.tags or []))
+        return NodeReply(node_id=node_id,
+                         encrypted=self.encrypted_models.get(query.model_id or ""))

@@ -1,0 +1,142 @@
+"""The grid node SDK: join the gateway, answer broadcast queries, send heartbeats.
+
+A real node embeds :class:`GridNode` with its own id, public address and a
+handler (an :class:`~services.node.inventory.Inventory` by default)::
+
+    node = GridNode(NodeSettings(), "alice", "http://alice:5000", Inventory.from_file(path))
+    await node.start()      # joins over HTTP, consumes <ns>.node.alice, heartbeats
+    ...
+    await node.stop(leave=True)
+
+The wire protocol is in docs/protocol.md, for nodes written in other languages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import httpx
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from services.node.inventory import Inventory
+from shared import codec
+from shared.bus import Bus
+from shared.contracts import Heartbeat, NodeQuery, NodeReply
+from shared.errors import InvalidRequest
+from shared.liveness import EventPublisher
+from shared.logs import REQUEST_ID_HEADER
+from shared.rpc import past_deadline
+from shared.settings import NodeSettings
+from shared.topology import Names, declare_node_queue
+
+log = logging.getLogger(__name__)
+QueryHandler = Callable[[str, NodeQuery], NodeReply | Awaitable[NodeReply]]
+
+
+class JoinRefused(Exception):
+    """The gateway refused the join (bad id or address, or a missing token)."""
+
+
+class GridNode:
+    """One grid node on the bus. Several nodes may share one :class:`Bus`."""
+
+    def __init__(self, settings: NodeSettings, node_id: str, address: str,
+                 handler: Inventory | QueryHandler, bus: Bus | None = None) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.address = address
+        self.names = Names(settings.namespace)
+        self.answer: QueryHandler = handler.answer if isinstance(handler, Inventory) else handler
+        self._own_bus = bus is None
+        self.bus = bus or Bus(settings, f"grid-node-{node_id}")
+        self.events = EventPublisher(self.bus, self.names)
+        self.queries_answered = 0
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._heartbeat: asyncio.Task | None = None
+
+    async def start(self, join: bool = True) -> None:
+        """Subscribe to broadcasts, join over HTTP (a 409 means already joined), heartbeat."""
+        if self._own_bus:
+            await self.bus.connect()
+        await self.events.start()
+        self._queue = await declare_node_queue(self.bus.fast, self.names, self.node_id,
+                                               self.settings.node_queue_ttl_s)
+        self._consumer_tag = await self._queue.consume(self._on_query, no_ack=True)
+        if join:
+            await self.join()
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever())
+
+    async def stop(self, leave: bool = False) -> None:
+        """Stop heartbeats and consuming; with ``leave``, delete the node from the gateway."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):  # the channel may be gone already
+                await self._queue.cancel(self._consumer_tag)
+        if leave:
+            await self.leave()
+        if self._own_bus:
+            await self.bus.close()
+
+    # --- gateway over HTTP --------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        token = self.settings.admin_token
+        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+    async def join(self) -> bool:
+        """POST /join. True if registered now, False if the id was registered already."""
+        body = {"node-id": self.node_id, "node-address": self.address}
+        async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
+            response = await http.post("/join", json=body, headers=self._headers())
+        if response.status_code == 409:
+            return False
+        if response.status_code != 200:
+            raise JoinRefused(f"{response.status_code}: {response.text}")
+        return True
+
+    async def leave(self) -> None:
+        """DELETE /delete-node (a 404 means it was not registered)."""
+        body = {"node-id": self.node_id, "node-address": self.address}
+        async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
+            await http.request("DELETE", "/delete-node", json=body, headers=self._headers())
+
+    # --- bus ------------------------------------------------------------------
+
+    async def _heartbeat_forever(self) -> None:
+        beat = Heartbeat(node_id=self.node_id)
+        while True:
+            with contextlib.suppress(Exception):  # the broker may be reconnecting
+                await self.events.publish(beat)
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _on_query(self, message: AbstractIncomingMessage) -> None:
+        if not message.reply_to or past_deadline(message):
+            return
+        try:
+            query = codec.decode(NodeQuery, message.body)
+        except InvalidRequest as exc:
+            log.warning("ignored a malformed query", extra={"error": exc.message})
+            return
+        reply = self.answer(self.node_id, query)
+        if inspect.isawaitable(reply):
+            reply = await reply
+        await self.bus.fast.default_exchange.publish(
+            aio_pika.Message(
+                codec.dumps(reply),
+                content_type=codec.CONTENT_TYPE,
+                correlation_id=message.correlation_id,
+                headers={REQUEST_ID_HEADER: (message.headers or {}).get(REQUEST_ID_HEADER, "")},
+                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            ),
+            routing_key=message.reply_to,
+        )
+        self.queries_answered += 1

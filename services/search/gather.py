@@ -1,0 +1,48 @@
+"""Collecting the replies of one broadcast, and turning them into one answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.contracts import NodeQuery, NodeReply, SearchResult
+
+
+class Gather:
+    """The replies to one broadcast; ``done`` resolves when every expected node answered."""
+
+    __slots__ = ("expected", "replies", "done")
+
+    def __init__(self, expected: dict[str, str]) -> None:
+        self.expected = expected
+        self.replies: dict[str, NodeReply] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def add(self, reply: NodeReply) -> bool:
+        """Keep a reply from an expected node, once; False for anyone else."""
+        node_id = reply.node_id
+        if node_id not in self.expected or node_id in self.replies:
+            return False
+        self.replies[node_id] = reply
+        if len(self.replies) == len(self.expected) and not self.done.done():
+            self.done.set_result(None)
+        return True
+
+
+def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:
+    """Merge the replies into the answer for ``query`` (sorted, so answers are stable)."""
+    replies = gather.replies
+    counts = {"asked": len(gather.expected), "answered": len(replies)}
+    if query.op in ("list_models", "list_tags"):
+        field = "models" if query.op == "list_models" else "tags"
+        names = {name for reply in replies.values() for name in (getattr(reply, field) or ())}
+        return SearchResult(**counts, names=sorted(names))
+    if query.op in ("has_model", "search_tags"):
+        nodes = [(node_id, gather.expected[node_id])
+                 for node_id in sorted(replies) if replies[node_id].match]
+        return SearchResult(**counts, nodes=nodes)
+    for node_id in sorted(replies):  # encrypted_model: the first host by id
+        hosts = replies[node_id].encrypted
+        if hosts is not None:
+            return SearchResult(**counts, host=(node_id, gather.expected[node_id]),
+                                encrypted=hosts)
+    return SearchResult(**counts)

@@ -1,0 +1,198 @@
+"""The search worker: one broadcast per query, replies gathered until all or the deadline.
+
+Identical queries in flight at the same time share one broadcast
+(coalescing), so a burst of the same search costs one fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+
+from services.search.gather import Gather, aggregate
+from services.search.membership import Membership
+from shared import codec
+from shared.bus import Bus, deadline_after
+from shared.contracts import (
+    LIST_NODES,
+    NODE_QUERY,
+    SEARCH,
+    ListRequest,
+    NodeList,
+    NodeQuery,
+    NodeReply,
+    SearchResult,
+)
+from shared.errors import GridError
+from shared.liveness import subscribe_events
+from shared.logs import REQUEST_ID_HEADER, request_id
+from shared.metrics import LATENCY_BUCKETS, WorkerMetrics
+from shared.rpc import DEADLINE_HEADER, Operation, RpcClient, RpcServer
+from shared.settings import SearchSettings
+from shared.topology import Names, declare_broadcast
+
+log = logging.getLogger(__name__)
+
+
+class SearchMetrics(WorkerMetrics):
+    def __init__(self) -> None:
+        super().__init__("search")
+        self.searches = Histogram(
+            "grid_search_seconds", "Time from broadcast to answer, by query op.",
+            ["op"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.nodes = Counter("grid_search_nodes_total",
+                             "Nodes asked, answered, and timed out across searches.",
+                             ["outcome"], registry=self.registry)
+        self.replies_dropped = Counter("grid_search_replies_dropped_total",
+                                       "Node replies ignored: late, malformed or unexpected.",
+                                       ["reason"], registry=self.registry)
+        self.coalesced = Counter("grid_search_coalesced_total",
+                                 "Searches answered by an identical search already in flight.",
+                                 registry=self.registry)
+
+
+class SearchWorker:
+    """Consumes ``<ns>.search``; broadcasts to nodes on ``<ns>.broadcast``."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self.bus = Bus(settings, "grid-search")
+        self.membership = Membership(settings.node_ttl_s)
+        self.registry = RpcClient(self.bus, self.names, "search")
+        self.metrics = SearchMetrics()
+        self.server = RpcServer(self.bus, self.names, self.names.search_queue,
+                                {SEARCH: Operation(NodeQuery, self.search)},
+                                prefetch=settings.prefetch)
+        self.server.observe = self.metrics.observe_message
+        self.reply_queue = self.names.reply_queue("search", uuid.uuid4().hex[:12])
+        self._gathers: dict[str, Gather] = {}
+        self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
+        self._broadcast: AbstractExchange | None = None
+        self._refresher: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.bus.connect()
+        self._broadcast = await declare_broadcast(self.bus.fast, self.names)
+        replies = await self.bus.fast.declare_queue(self.reply_queue, exclusive=True,
+                                                    auto_delete=True)
+        await replies.consume(self._on_node_reply, no_ack=True)
+        await self.registry.start()
+        await subscribe_events(self.bus, self.names, self.membership.on_event,
+                               self.membership.on_heartbeat)
+        self._refresher = asyncio.create_task(self._refresh_membership_forever())
+        await self.server.start()
+        self.metrics.serve(self.settings.metrics_port)
+
+    async def stop(self) -> None:
+        """Stop taking searches, finish those in hand, then close the bus."""
+        await self.server.stop(self.settings.shutdown_grace_s)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.bus.close()
+
+    # --- membership -------------------------------------------------------------
+
+    async def refresh_membership(self) -> None:
+        """Read every registered node (and when it was last heard) from the registry."""
+        nodes = await self.registry.call(self.names.registry_queue, LIST_NODES,
+                                         ListRequest(include_offline=True), NodeList,
+                                         self.settings.rpc_timeout_s)
+        self.membership.load(nodes.nodes)
+
+    async def _refresh_membership_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.refresh_membership()
+                delay = self.settings.membership_refresh_s
+            except GridError as exc:  # registry not up yet: retry soon
+                log.warning("cannot read the node list", extra={"error": exc.message})
+                delay = min(max(delay * 2, 0.2), 2.0)
+            await asyncio.sleep(delay)
+
+    # --- search -----------------------------------------------------------------
+
+    async def search(self, query: NodeQuery) -> SearchResult:
+        """Answer a query, sharing the broadcast of an identical one in flight."""
+        key = query.key()
+        shared = self._coalesced.get(key)
+        if shared is not None:
+            self.metrics.coalesced.inc()
+            return await asyncio.shield(shared)
+        future: asyncio.Future[SearchResult] = asyncio.get_running_loop().create_future()
+        self._coalesced[key] = future
+        try:
+            result = await self._scatter_gather(query)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: no waiter may be left
+            raise
+        finally:
+            del self._coalesced[key]
+
+    async def _scatter_gather(self, query: NodeQuery) -> SearchResult:
+        expected = self.membership.expected()
+        gather = Gather(expected)
+        if not expected:
+            return aggregate(query, gather)
+        started = time.perf_counter()
+        correlation_id = uuid.uuid4().hex
+        self._gathers[correlation_id] = gather
+        timeout = self.settings.search_timeout_s
+        try:
+            await self._broadcast.publish(
+                aio_pika.Message(
+                    codec.dumps(query),
+                    content_type=codec.CONTENT_TYPE,
+                    type=NODE_QUERY,
+                    correlation_id=correlation_id,
+                    reply_to=self.reply_queue,
+                    expiration=timeout,
+                    headers={DEADLINE_HEADER: deadline_after(timeout),
+                             REQUEST_ID_HEADER: request_id.get()},
+                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                ),
+                routing_key="",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(gather.done), timeout)
+        finally:
+            del self._gathers[correlation_id]
+        result = aggregate(query, gather)
+        self._observe(query, result, time.perf_counter() - started)
+        return result
+
+    def _observe(self, query: NodeQuery, result: SearchResult, seconds: float) -> None:
+        self.metrics.searches.labels(query.op).observe(seconds)
+        self.metrics.nodes.labels("asked").inc(result.asked)
+        self.metrics.nodes.labels("answered").inc(result.answered)
+        if result.answered < result.asked:
+            self.metrics.nodes.labels("timed_out").inc(result.asked - result.answered)
+            log.info("search deadline passed", extra={
+                "op": query.op, "asked": result.asked, "answered": result.answered})
+
+    async def _on_node_reply(self, message: AbstractIncomingMessage) -> None:
+        gather = self._gathers.get(message.correlation_id or "")
+        if gather is None:
+            self.metrics.replies_dropped.labels("late").inc()
+            return
+        try:
+            reply = NodeReply.model_validate_json(message.body)
+        except (ValidationError, ValueError):
+            self.metrics.replies_dropped.labels("malformed").inc()
+            return
+        if not gather.add(reply):
+            self.metrics.replies_dropped.labels("unexpected").inc()

@@ -1,0 +1,116 @@
+"""The AMQP connection every process uses: robust, with a deadline on connecting.
+
+A :class:`Bus` holds one robust connection (aio-pika reconnects it and
+restores its channels, queues, bindings and consumers by itself) and two
+channels: ``confirmed`` for requests into work queues, where a publish must
+not be lost, and ``fast`` (no publisher confirms) for replies, broadcasts and
+events, which are covered by their caller's deadline instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from shared.errors import BusUnavailable
+from shared.settings import BaseGridSettings
+
+log = logging.getLogger(__name__)
+
+
+class Bus:
+    """One robust connection to the broker and the channels built on it."""
+
+    def __init__(self, settings: BaseGridSettings, client_name: str) -> None:
+        self.settings = settings
+        self.client_name = client_name
+        self.connection: AbstractRobustConnection | None = None
+        self.confirmed: AbstractChannel | None = None
+        self.fast: AbstractChannel | None = None
+        self._on_lost: list[Callable[[], None]] = []
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        """True while the connection is open (False during a reconnect)."""
+        conn = self.connection
+        return conn is not None and not conn.is_closed and conn.connected.is_set()
+
+    def on_connection_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the connection drops (before reconnecting)."""
+        self._on_lost.append(callback)
+
+    async def connect(self) -> None:
+        """Connect once, raising BusUnavailable if the broker does not answer in time."""
+        try:
+            self.connection = await asyncio.wait_for(
+                aio_pika.connect_robust(
+                    self.settings.amqp_url,
+                    client_properties={"connection_name": self.client_name},
+                    reconnect_interval=1.0,
+                ),
+                timeout=self.settings.connect_timeout_s,
+            )
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            raise BusUnavailable(f"cannot reach the message broker: {exc or type(exc).__name__}")
+        self.connection.close_callbacks.add(self._connection_lost)
+        self.confirmed = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self.fast = await self.connection.channel(publisher_confirms=False)
+
+    async def connect_with_retry(self, stop: asyncio.Event | None = None) -> None:
+        """Keep trying to connect until it works (or ``stop`` is set)."""
+        delay = 0.2
+        while not self._closed and not (stop and stop.is_set()):
+            try:
+                await self.connect()
+                return
+            except BusUnavailable as exc:
+                log.warning("broker unavailable, retrying", extra={"error": exc.message})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def channel(self, prefetch: int | None = None) -> AbstractChannel:
+        """A new channel without publisher confirms, e.g. for a consumer with its own prefetch."""
+        if self.connection is None:
+            raise BusUnavailable("not connected to the message broker")
+        channel = await self.connection.channel(publisher_confirms=False)
+        if prefetch:
+            await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    def _connection_lost(self, *_: object) -> None:
+        for callback in self._on_lost:
+            callback()
+
+    async def close(self) -> None:
+        """Close channels, then the connection; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for channel in (self.fast, self.confirmed):
+            if channel is not None and not channel.is_closed:
+                try:
+                    await channel.close()
+                except Exception:  # noqa: BLE001 - closing best-effort on a dead link
+                    pass
+        if self.connection is not None:
+            try:
+                await self.connection.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def deadline_after(seconds: float) -> int:
+    """A wall-clock deadline in whole milliseconds since the epoch, for message headers.
+
+    Integers, because AMQP header floats may travel as 32-bit floats, which
+    cannot hold an epoch time to the second.
+    """
+    return int((time.time() + seconds) * 1000)

@@ -1,0 +1,146 @@
+"""Every message that crosses the bus, as a pydantic model.
+
+Requests to the workers carry their operation in the AMQP ``type`` property
+(the constants below); replies are ``{"result": ...}`` or ``{"error": ...}``
+(see ``shared.rpc``). Node queries and replies are documented for node
+authors in ``docs/protocol.md`` and ``docs/asyncapi.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# A node id names a queue (<ns>.node.<id>), so it is kept short and plain.
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+NODE_ADDRESS_PATTERN = r"^(?i:https?|wss?)://[^\s/?#]+[^\s]*$"
+
+NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+NodeAddress = Annotated[str, StringConstraints(pattern=NODE_ADDRESS_PATTERN, max_length=2048)]
+ModelId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+NodePair = tuple[str, str]
+
+# Registry operations (AMQP "type" of a request to <ns>.registry).
+JOIN = "join"
+DELETE = "delete"
+LIST_NODES = "list"
+CHOOSE_HOSTS = "choose_hosts"
+# Search operation (AMQP "type" of a request to <ns>.search).
+SEARCH = "search"
+# Node query (AMQP "type" of a broadcast).
+NODE_QUERY = "node_query"
+
+
+class Contract(BaseModel):
+    """Base of every bus message: unknown fields are ignored, models are immutable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- registry -------------------------------------------------------------
+
+
+class JoinRequest(Contract):
+    node_id: NodeId
+    node_address: NodeAddress
+    # Makes a redelivered join answer 200 to its own request, not 409.
+    request_id: str = Field(min_length=1, max_length=64)
+
+
+class DeleteRequest(Contract):
+    node_id: NodeId
+    node_address: str
+
+
+class Done(Contract):
+    """The reply of an operation that returns nothing but success."""
+
+
+class ListRequest(Contract):
+    # False: only live nodes. True: every registered node (the search worker's bootstrap).
+    include_offline: bool = False
+
+
+class NodeRecord(Contract):
+    node_id: str
+    node_address: str
+    live: bool
+    # Seconds since the node was last heard on the bus (None: never).
+    heartbeat_age_s: float | None = None
+
+
+class NodeList(Contract):
+    nodes: list[NodeRecord]
+
+
+class ChooseHostsRequest(Contract):
+    encrypted: bool
+
+
+class HostChoice(Contract):
+    hosts: list[NodePair]
+
+
+# --- membership events (topic exchange <ns>.events) ----------------------
+
+EventKind = Literal["joined", "left", "offline", "online"]
+
+
+class MembershipEvent(Contract):
+    kind: EventKind
+    node_id: str
+    node_address: str = ""
+
+
+class Heartbeat(Contract):
+    node_id: str
+
+
+# --- search ---------------------------------------------------------------
+
+QueryOp = Literal["list_models", "list_tags", "has_model", "encrypted_model", "search_tags"]
+
+
+class NodeQuery(Contract):
+    """One broadcast to every node; also the search worker's request body."""
+
+    op: QueryOp
+    model_id: ModelId | None = None
+    tags: list[Tag] | None = None
+
+    def key(self) -> tuple:
+        """Identity of the query: equal keys give equal answers (used to coalesce)."""
+        return (self.op, self.model_id, tuple(sorted(set(self.tags))) if self.tags else None)
+
+
+class EncryptedModelHosts(Contract):
+    workers: list[NodePair]
+    crypto_provider: NodePair
+
+
+class NodeReply(Contract):
+    """A node's answer to a NodeQuery; which field is set depends on the op."""
+
+    node_id: str
+    models: list[str] | None = None
+    tags: list[str] | None = None
+    # has_model / search_tags
+    match: bool | None = None
+    # encrypted_model: set when the node hosts it
+    encrypted: EncryptedModelHosts | None = None
+
+
+class SearchResult(Contract):
+    """What the search worker answers the API with."""
+
+    asked: int
+    answered: int
+    # list_models / list_tags
+    names: list[str] = []
+    # has_model / search_tags
+    nodes: list[NodePair] = []
+    # encrypted_model: the first hosting node by id, and its hosts
+    host: NodePair | None = None
+    encrypted: EncryptedModelHosts | None = None

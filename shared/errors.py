@@ -1,0 +1,90 @@
+"""The few errors that cross the bus, and how they travel as data.
+
+A worker answers ``{"error": {"type": ..., "message": ...}}``; the caller
+rebuilds the known types with :func:`from_wire` and maps them to HTTP.
+"""
+
+from __future__ import annotations
+
+
+class GridError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    type = "error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.type)
+        self.message = message or (self.__class__.__doc__ or self.type).strip()
+
+    def to_wire(self) -> dict:
+        return {"type": self.type, "message": self.message}
+
+
+class InvalidRequest(GridError):
+    """The request does not match its contract."""
+
+    type = "invalid_request"
+
+
+class Conflict(GridError):
+    """This ID has already been registered."""
+
+    type = "conflict"
+
+
+class NotFound(GridError):
+    """This ID was not found in connected nodes."""
+
+    type = "not_found"
+
+
+class StoreUnavailable(GridError):
+    """The node store cannot be reached."""
+
+    type = "store_unavailable"
+
+
+class BusUnavailable(GridError):
+    """The message broker cannot be reached."""
+
+    type = "bus_unavailable"
+
+
+class NoConsumer(GridError):
+    """No worker is consuming the queue."""
+
+    type = "no_consumer"
+
+
+class DeadlineExceeded(GridError):
+    """The worker did not answer in time."""
+
+    type = "deadline_exceeded"
+
+
+class RemoteError(GridError):
+    """A worker failed in an unexpected way."""
+
+    type = "remote_error"
+
+
+_KNOWN = {
+    cls.type: cls
+    for cls in (
+        InvalidRequest,
+        Conflict,
+        NotFound,
+        StoreUnavailable,
+        BusUnavailable,
+        NoConsumer,
+        DeadlineExceeded,
+    )
+}
+
+
+def from_wire(error: object) -> GridError:
+    """Rebuild a known error from its wire form; anything else is a RemoteError."""
+    if not isinstance(error, dict):
+        return RemoteError("malformed error reply")
+    cls = _KNOWN.get(str(error.get("type")), RemoteError)
+    return cls(str(error.get("message", "")))

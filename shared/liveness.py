@@ -1,0 +1,121 @@
+"""Who has been heard lately, and the events that say so.
+
+Nodes publish heartbeats on ``<ns>.events`` (routing key ``heartbeat.<id>``);
+the registry publishes membership events there (``node.joined``,
+``node.left``, ``node.offline``, ``node.online``). The registry and search
+workers each keep a :class:`Liveness` table fed by those messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+
+from shared import codec
+from shared.bus import Bus
+from shared.contracts import Heartbeat, MembershipEvent
+from shared.errors import InvalidRequest
+from shared.topology import EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    """Last time each node was heard, and which nodes are past their TTL."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._heard: dict[str, float] = {}
+        self._offline: set[str] = set()
+
+    def heard(self, node_id: str, ago_s: float = 0.0) -> bool:
+        """Record that a node spoke (``ago_s`` seconds ago); True if it was offline and is back."""
+        self._heard[node_id] = self.clock() - ago_s
+        if node_id in self._offline:
+            self._offline.discard(node_id)
+            return True
+        return False
+
+    def forget(self, node_id: str) -> None:
+        self._heard.pop(node_id, None)
+        self._offline.discard(node_id)
+
+    def is_live(self, node_id: str) -> bool:
+        heard = self._heard.get(node_id)
+        return heard is not None and self.clock() - heard <= self.ttl_s
+
+    def age(self, node_id: str) -> float | None:
+        heard = self._heard.get(node_id)
+        return None if heard is None else self.clock() - heard
+
+    def sweep(self) -> list[str]:
+        """Nodes that fell silent since the last sweep (each reported once)."""
+        now = self.clock()
+        gone = [
+            node_id
+            for node_id, heard in self._heard.items()
+            if now - heard > self.ttl_s and node_id not in self._offline
+        ]
+        self._offline.update(gone)
+        return gone
+
+
+EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
+HeartbeatHandler = Callable[[str], None]
+
+
+async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
+                           on_heartbeat: HeartbeatHandler) -> None:
+    """Follow heartbeats and membership events through a private, auto-deleted queue."""
+    channel = await bus.channel(prefetch=256)
+    exchange = await declare_events(channel, names)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="*"))
+    await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        try:
+            if message.routing_key and message.routing_key.startswith("heartbeat."):
+                on_heartbeat(codec.decode(Heartbeat, message.body).node_id)
+            else:
+                result = on_event(codec.decode(MembershipEvent, message.body))
+                if result is not None:
+                    await result
+        except InvalidRequest as exc:
+            log.warning("ignored a malformed event", extra={"error": exc.message})
+
+    await queue.consume(on_message, no_ack=True)
+
+
+class EventPublisher:
+    """Publishes membership events and heartbeats on the events exchange."""
+
+    def __init__(self, bus: Bus, names: Names) -> None:
+        self.bus = bus
+        self.names = names
+        self._exchange: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        assert self.bus.fast is not None, "connect the bus first"
+        # Declared here so a publish can never hit a missing exchange (which
+        # would close the channel).
+        self._exchange = await declare_events(self.bus.fast, self.names)
+
+    async def publish(self, event: MembershipEvent | Heartbeat) -> None:
+        if self._exchange is None or not self.bus.ready:
+            return
+        if isinstance(event, Heartbeat):
+            key = HEARTBEAT_KEY.format(node_id=event.node_id)
+        else:
+            key = EVENT_KEY.format(kind=event.kind)
+        message = aio_pika.Message(
+            codec.dumps(event),
+            content_type=codec.CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        await self._exchange.publish(message, routing_key=key)

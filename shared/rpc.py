@@ -1,0 +1,269 @@
+"""Request/reply over RabbitMQ: one client per process, one server per work queue.
+
+Wire format: a request carries ``type`` (the operation), ``correlation_id``,
+``reply_to``, an ``expiration`` equal to its deadline and the deadline itself
+in the ``x-deadline-ms`` header (milliseconds since the epoch). The reply body is
+``{"result": {...}}`` or ``{"error": {"type": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from pydantic import BaseModel
+
+from shared import codec
+from shared.bus import Bus, deadline_after
+from shared.errors import (
+    BusUnavailable,
+    DeadlineExceeded,
+    GridError,
+    InvalidRequest,
+    NoConsumer,
+    RemoteError,
+    from_wire,
+)
+from shared.logs import REQUEST_ID_HEADER, request_id
+from shared.topology import Names, declare_work_queue
+
+log = logging.getLogger(__name__)
+DEADLINE_HEADER = "x-deadline-ms"
+R = TypeVar("R", bound=BaseModel)
+
+
+def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, timeout: float,
+                    headers: dict | None = None) -> aio_pika.Message:
+    """Build a request with its deadline both as a TTL and as a header."""
+    return aio_pika.Message(
+        body,
+        content_type=codec.CONTENT_TYPE,
+        type=op,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        expiration=max(timeout, 0.001),
+        headers={DEADLINE_HEADER: deadline_after(timeout), **(headers or {})},
+        delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+    )
+
+
+def past_deadline(message: AbstractIncomingMessage) -> bool:
+    deadline = (message.headers or {}).get(DEADLINE_HEADER)
+    return isinstance(deadline, int) and time.time() * 1000 > deadline
+
+
+class RpcClient:
+    """Sends requests to work queues and awaits the correlated replies.
+
+    One exclusive reply queue per process; calls run concurrently, each with
+    its own deadline; stray and late replies are counted and dropped.
+    """
+
+    def __init__(self, bus: Bus, names: Names, owner: str) -> None:
+        self.bus = bus
+        self.names = names
+        self.reply_queue_name = names.reply_queue(owner, uuid.uuid4().hex[:12])
+        self._pending: dict[str, asyncio.Future[dict]] = {}
+        self.stray_replies = 0
+        self.observe: Callable[[str, str, float], None] | None = None
+        bus.on_connection_lost(self._fail_pending)
+
+    async def start(self) -> None:
+        channel = self.bus.fast
+        assert channel is not None, "connect the bus first"
+        queue = await channel.declare_queue(
+            self.reply_queue_name, exclusive=True, auto_delete=True
+        )
+        await queue.consume(self._on_reply, no_ack=True)
+
+    async def call(self, queue: str, op: str, request: BaseModel, reply_model: type[R],
+                   timeout: float) -> R:
+        """Send ``request`` as operation ``op`` to ``queue`` and return the validated reply."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            result = await self._call(queue, op, codec.dumps(request), timeout)
+            return codec.validate(reply_model, result)
+        except GridError as exc:
+            outcome = exc.type
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(op, outcome, time.perf_counter() - started)
+
+    async def _call(self, queue: str, op: str, body: bytes, timeout: float) -> Any:
+        if not self.bus.ready or self.bus.confirmed is None:
+            raise BusUnavailable("the message broker is unavailable")
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        headers = {REQUEST_ID_HEADER: request_id.get() or correlation_id}
+        message = request_message(body, op, correlation_id, self.reply_queue_name, timeout, headers)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._publish(message, queue)
+                reply = await future
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer from {queue} within {timeout:g} s") from None
+        finally:
+            self._pending.pop(correlation_id, None)
+        if "error" in reply:
+            raise from_wire(reply["error"])
+        if "result" not in reply:
+            raise RemoteError("reply carries neither result nor error")
+        return reply["result"]
+
+    async def _publish(self, message: aio_pika.Message, queue: str) -> None:
+        try:
+            await self.bus.confirmed.default_exchange.publish(
+                message, routing_key=queue, mandatory=True
+            )
+        except aio_pika.exceptions.DeliveryError:
+            raise NoConsumer(f"no queue {queue} to receive the request") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"cannot publish to the message broker: {exc}") from None
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.get(message.correlation_id or "")
+        if future is None or future.done():
+            self.stray_replies += 1
+            return
+        try:
+            reply = codec.loads(message.body)
+            if not isinstance(reply, dict):
+                raise ValueError("reply is not an object")
+        except ValueError:
+            future.set_exception(RemoteError("malformed reply"))
+            return
+        future.set_result(reply)
+
+    def _fail_pending(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BusUnavailable("connection to the message broker lost"))
+
+
+Handler = Callable[[Any], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation a server answers: its request contract and its handler."""
+
+    request: type[BaseModel]
+    handler: Handler
+
+
+class RpcServer:
+    """Consumes one work queue and answers each request on its ``reply_to``.
+
+    A request is acknowledged only after its reply is published, so a request
+    held by a worker that dies is redelivered to another. Poison messages
+    (undecodable, wrong schema, unknown type) are rejected to the dead-letter
+    queue, with an error reply when the sender can be told.
+    """
+
+    def __init__(self, bus: Bus, names: Names, queue_name: str,
+                 operations: dict[str, Operation], prefetch: int) -> None:
+        self.bus = bus
+        self.names = names
+        self.queue_name = queue_name
+        self.operations = operations
+        self.prefetch = prefetch
+        self.poison = 0
+        self.observe: Callable[[str, str, float], None] | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._in_flight: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._channel = await self.bus.channel(prefetch=self.prefetch)
+        self._queue = await declare_work_queue(self._channel, self.names, self.queue_name)
+        self._consumer_tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop consuming, let in-flight requests finish within ``grace_s``.
+
+        Whatever is still unfinished is cancelled unacknowledged, so the
+        broker redelivers it to another worker when the channel closes.
+        """
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception:  # noqa: BLE001 - the channel may already be gone
+                pass
+            self._consumer_tag = None
+        if self._in_flight:
+            _, pending = await asyncio.wait(self._in_flight, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        request_id.set(str((message.headers or {}).get(REQUEST_ID_HEADER, "")))
+        started = time.perf_counter()
+        op = message.type or ""
+        try:
+            outcome = await self._handle(message, op)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+        if self.observe is not None:
+            self.observe(op, outcome, time.perf_counter() - started)
+
+    async def _handle(self, message: AbstractIncomingMessage, op: str) -> str:
+        if past_deadline(message):
+            log.info("dropped a request past its deadline", extra={"op": op})
+            await message.ack()
+            return "expired"
+        operation = self.operations.get(op)
+        try:
+            if operation is None:
+                raise InvalidRequest(f"unknown operation {op!r}")
+            request = codec.decode(operation.request, message.body)
+        except InvalidRequest as exc:
+            return await self._reject_poison(message, exc)
+        try:
+            reply: dict = {"result": await operation.handler(request)}
+            outcome = "ok"
+        except GridError as exc:
+            reply, outcome = {"error": exc.to_wire()}, exc.type
+        except Exception:
+            log.exception("handler failed", extra={"op": op})
+            reply, outcome = {"error": RemoteError("internal error").to_wire()}, "remote_error"
+        await self._reply(message, reply)
+        await message.ack()
+        return outcome
+
+    async def _reject_poison(self, message: AbstractIncomingMessage, exc: InvalidRequest) -> str:
+        self.poison += 1
+        log.warning("rejected a poison message", extra={"op": message.type, "error": exc.message})
+        await self._reply(message, {"error": exc.to_wire()})
+        await message.reject(requeue=False)
+        return "poison"
+
+    async def _reply(self, message: AbstractIncomingMessage, reply: dict) -> None:
+        if not message.reply_to or self.bus.fast is None:
+            return
+        await self.bus.fast.default_exchange.publish(
+            aio_pika.Message(
+                codec.dumps(reply),
+                content_type=codec.CONTENT_TYPE,
+                correlation_id=message.correlation_id,
+                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            ),
+            routing_key=message.reply_to,
+            mandatory=False,
+        )

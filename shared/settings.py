@@ -1,0 +1,78 @@
+"""Typed settings, read from the environment (``GRID_*`` and ``AMQP_URL``).
+
+Every service builds its settings object once in ``__main__`` and hands it to
+its app or worker, so tests can build the same objects with other values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BaseGridSettings(BaseSettings):
+    """What every process on the bus needs: where the broker is and the namespace."""
+
+    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore")
+
+    amqp_url: str = Field(
+        default="amqp://guest:guest@localhost:5672/",
+        validation_alias=AliasChoices("AMQP_URL", "GRID_AMQP_URL"),
+    )
+    namespace: str = Field(default="grid", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    log_level: str = "INFO"
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    node_ttl_s: float = Field(default=15.0, gt=0)
+    rpc_timeout_s: float = Field(default=5.0, gt=0)
+    # 0 turns a worker's own /metrics endpoint off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class ApiSettings(BaseGridSettings):
+    """The HTTP front door."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Unset: the API is open, as in the original gateway. Set: /join and
+    # /delete-node need "Authorization: Bearer <token>".
+    admin_token: SecretStr | None = None
+    # With a token set, also close the read and search routes.
+    auth_read_routes: bool = False
+    # How often the API checks that the worker queues have consumers.
+    consumer_check_s: float = Field(default=1.0, gt=0)
+
+
+class RegistrySettings(BaseGridSettings):
+    """The worker that owns the node store."""
+
+    database_url: str = "sqlite:///" + str(Path("data") / "registry.sqlite3")
+    # PostgreSQL schema holding the tables (lets test runs share one database).
+    database_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    n_replica: int = Field(default=1, ge=1)
+    prefetch: int = Field(default=32, ge=1)
+    shutdown_grace_s: float = Field(default=10.0, gt=0)
+
+
+class SearchSettings(BaseGridSettings):
+    """The scatter-gather worker."""
+
+    search_timeout_s: float = Field(default=2.0, gt=0)
+    prefetch: int = Field(default=64, ge=1)
+    # How often the worker re-reads the node list from the registry, to heal
+    # any membership event it missed.
+    membership_refresh_s: float = Field(default=30.0, gt=0)
+    shutdown_grace_s: float = Field(default=10.0, gt=0)
+
+
+class NodeSettings(BaseGridSettings):
+    """A grid node (the demo node and the SDK)."""
+
+    gateway_url: str = "http://127.0.0.1:8000"
+    # The gateway's admin token, when it is closed (sent on /join and /delete-node).
+    admin_token: SecretStr | None = None
+    # Broadcasts older than this are dropped from a node's queue unread.
+    node_queue_ttl_s: float = Field(default=10.0, gt=0)
