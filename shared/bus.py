@@ -57,7 +57,9 @@ class Bus:
                 timeout=self.settings.connect_timeout_s,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-            raise BusUnavailable(f"cannot reach the message broker: {exc or type(exc).__name__}")
+            raise BusUnavailable(
+                f"cannot reach the message broker: {exc or type(exc).__name__}"
+            ) from None
         self.connection.close_callbacks.add(self._connection_lost)
         self.confirmed = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True

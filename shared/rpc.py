@@ -84,12 +84,12 @@ class RpcClient:
         await queue.consume(self._on_reply, no_ack=True)
 
     async def call(self, queue: str, op: str, request: BaseModel, reply_model: type[R],
-                   timeout: float) -> R:
+                   deadline_s: float) -> R:
         """Send ``request`` as operation ``op`` to ``queue`` and return the validated reply."""
         started = time.perf_counter()
         outcome = "ok"
         try:
-            result = await self._call(queue, op, codec.dumps(request), timeout)
+            result = await self._call(queue, op, codec.dumps(request), deadline_s)
             return codec.validate(reply_model, result)
         except GridError as exc:
             outcome = exc.type
@@ -98,20 +98,21 @@ class RpcClient:
             if self.observe is not None:
                 self.observe(op, outcome, time.perf_counter() - started)
 
-    async def _call(self, queue: str, op: str, body: bytes, timeout: float) -> Any:
+    async def _call(self, queue: str, op: str, body: bytes, deadline_s: float) -> Any:
         if not self.bus.ready or self.bus.confirmed is None:
             raise BusUnavailable("the message broker is unavailable")
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         headers = {REQUEST_ID_HEADER: request_id.get() or correlation_id}
-        message = request_message(body, op, correlation_id, self.reply_queue_name, timeout, headers)
+        message = request_message(body, op, correlation_id, self.reply_queue_name, deadline_s,
+                                  headers)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline_s):
                 await self._publish(message, queue)
                 reply = await future
         except TimeoutError:
-            raise DeadlineExceeded(f"no answer from {queue} within {timeout:g} s") from None
+            raise DeadlineExceeded(f"no answer from {queue} within {deadline_s:g} s") from None
         finally:
             self._pending.pop(correlation_id, None)
         if "error" in reply:
