@@ -9,6 +9,7 @@ in the ``x-deadline-ms`` header (milliseconds since the epoch). The reply body i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -196,18 +197,17 @@ class RpcServer:
         Whatever is still unfinished is cancelled unacknowledged, so the
         broker redelivers it to another worker when the channel closes.
         """
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:  # noqa: BLE001 - the channel may already be gone
-                pass
-            self._consumer_tag = None
+        tag, self._consumer_tag = self._consumer_tag, None
+        if self._queue is not None and tag is not None and self.bus.ready:
+            with contextlib.suppress(Exception):  # the channel may already be gone
+                await asyncio.wait_for(self._queue.cancel(tag), 3)
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=grace_s)
             for task in pending:
                 task.cancel()
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        if self._channel is not None and not self._channel.is_closed and self.bus.ready:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._channel.close(), 3)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BaseGridSettings(BaseSettings):
     """What every process on the bus needs: where the broker is and the namespace."""
 
-    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore", populate_by_name=True)
 
     amqp_url: str = Field(
         default="amqp://guest:guest@localhost:5672/",

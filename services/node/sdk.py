@@ -73,14 +73,19 @@ class GridNode:
         self._heartbeat = asyncio.create_task(self._heartbeat_forever())
 
     async def stop(self, leave: bool = False) -> None:
-        """Stop heartbeats and consuming; with ``leave``, delete the node from the gateway."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        """Stop heartbeats and consuming; with ``leave``, delete the node from the gateway.
+
+        Safe to call twice.
+        """
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-        if self._queue is not None and self._consumer_tag is not None:
+                await heartbeat
+        tag, self._consumer_tag = self._consumer_tag, None
+        if self._queue is not None and tag is not None and self.bus.ready:
             with contextlib.suppress(Exception):  # the channel may be gone already
-                await self._queue.cancel(self._consumer_tag)
+                await asyncio.wait_for(self._queue.cancel(tag), self.settings.connect_timeout_s)
         if leave:
             await self.leave()
         if self._own_bus:

@@ -1,0 +1,223 @@
+"""The search routes with real nodes on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from services.node.sdk import GridNode
+from shared import codec
+from shared.contracts import NodeQuery, NodeReply
+from shared.topology import Names, declare_broadcast
+from tests.harness import Gateway, Harness, eventually
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+INVALID_FIELDS = {"message": "Invalid json fields."}
+SEARCH_TIMEOUT_S = 0.6
+
+
+def inventory(name: str) -> dict:
+    return json.loads((EXAMPLES / f"{name}.json").read_text())
+
+
+@pytest.fixture
+async def network(harness: Harness) -> Gateway:
+    """A gateway with the three example nodes, all live."""
+    gateway = await harness.gateway(search={"search_timeout_s": SEARCH_TIMEOUT_S})
+    for name in ("alice", "bob", "carol"):
+        await harness.node(gateway, name, inventory(name))
+    await gateway.wait_search_sees(3)
+    return gateway
+
+
+def counts(response) -> tuple[str, str]:
+    return response.headers["x-grid-nodes-asked"], response.headers["x-grid-nodes-answered"]
+
+
+async def test_available_models_and_tags(network: Gateway) -> None:
+    response = await network.client.get("/search-available-models")
+    assert response.json() == ["bert-tiny", "mnist-cnn", "resnet18", "toy-linear"]
+    assert counts(response) == ("3", "3")
+    response = await network.client.get("/search-available-tags")
+    assert response.json() == ["#cifar10", "#labels", "#mnist", "#test", "#text", "#train"]
+
+
+async def test_search_model(network: Gateway) -> None:
+    response = await network.client.post("/search-model", json={"model_id": "mnist-cnn"})
+    assert response.json() == [["alice", "http://alice:5000"], ["bob", "http://bob:5000"]]
+    assert counts(response) == ("3", "3")
+    response = await network.client.post("/search-model", json={"model_id": "nope"})
+    assert response.json() == []
+
+
+async def test_search_tags_are_anded_within_one_tensor(network: Gateway) -> None:
+    search = network.client.post
+    assert (await search("/search", json={"query": ["#mnist"]})).json() == [
+        ["alice", "http://alice:5000"], ["bob", "http://bob:5000"]]
+    assert (await search("/search", json={"query": ["#train", "#mnist"]})).json() == [
+        ["alice", "http://alice:5000"]]
+    assert (await search("/search", json={"query": ["#train"]})).json() == [
+        ["alice", "http://alice:5000"], ["bob", "http://bob:5000"], ["carol", "http://carol:5000"]]
+    # bob has #test and #train, but on different tensors
+    assert (await search("/search", json={"query": ["#test", "#train"]})).json() == []
+
+
+async def test_search_encrypted_model(network: Gateway) -> None:
+    response = await network.client.post("/search-encrypted-model", json={"model_id": "convnet"})
+    assert response.json() == {  # alice and carol host it: the first by id answers
+        "alice": "http://alice:5000",
+        "nodes": {"workers": [["bob", "http://bob:5000"], ["carol", "http://carol:5000"]],
+                  "crypto_provider": ["dave", "http://dave:5000"]},
+    }
+    response = await network.client.post("/search-encrypted-model", json={"model_id": "lstm"})
+    assert list(response.json()) == ["carol", "nodes"]
+    response = await network.client.post("/search-encrypted-model", json={"model_id": "x"})
+    assert response.json() == {}
+
+
+@pytest.mark.parametrize("path", ["/search-model", "/search-encrypted-model"])
+@pytest.mark.parametrize("body", [b"", b"[]", b"{}", b'{"model_id": ""}', b'{"model_id": 3}',
+                                  b'{"model_id": null}', b"nope"])
+async def test_model_search_bad_input(gateway: Gateway, path: str, body: bytes) -> None:
+    response = await gateway.client.post(path, content=body)
+    assert (response.status_code, response.json()) == (400, INVALID_FIELDS)
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"query": []}', b'{"query": "#a"}',
+                                  b'{"query": [1]}', b'{"query": [""]}', b'{"query": null}',
+                                  b'["#a"]', b"#a"])
+async def test_tag_search_bad_input(gateway: Gateway, body: bytes) -> None:
+    response = await gateway.client.post("/search", content=body)
+    assert (response.status_code, response.json()) == (400, INVALID_FIELDS)
+
+
+async def test_no_nodes_answers_at_once(gateway: Gateway) -> None:
+    response = await gateway.client.get("/search-available-models")
+    assert (response.status_code, response.json(), counts(response)) == (200, [], ("0", "0"))
+
+
+async def test_hung_node_costs_at_most_the_deadline(harness: Harness, network: Gateway) -> None:
+    never = asyncio.Event()
+
+    async def hang(node_id: str, query: NodeQuery) -> NodeReply:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    await harness.node(network, "zed", hang)
+    await eventually(lambda: _asked(network, 4))
+    started = time.monotonic()
+    response = await network.client.post("/search-model", json={"model_id": "mnist-cnn"})
+    elapsed = time.monotonic() - started
+    assert response.json() == [["alice", "http://alice:5000"], ["bob", "http://bob:5000"]]
+    assert counts(response) == ("4", "3")
+    assert SEARCH_TIMEOUT_S * 0.9 <= elapsed < SEARCH_TIMEOUT_S + 1.0
+    never.set()
+
+
+async def _asked(gateway: Gateway, count: int) -> bool:
+    response = await gateway.client.get("/search-available-models")
+    return response.headers["x-grid-nodes-asked"] == str(count)
+
+
+class GarbageNode(GridNode):
+    """Answers every query with bytes that are not JSON."""
+
+    async def _on_query(self, message) -> None:
+        await self.bus.fast.default_exchange.publish(
+            aio_pika.Message(b"\xff\x00 not json", correlation_id=message.correlation_id),
+            routing_key=message.reply_to)
+
+
+async def test_garbage_node_is_ignored(harness: Harness, network: Gateway, settings) -> None:
+    from shared.settings import NodeSettings
+
+    node = GarbageNode(settings(NodeSettings, gateway_url=network.api.url), "junk",
+                       "http://junk:5000", lambda *_: None)
+    harness._stoppers.append(node.stop)
+    await node.start()
+    await eventually(lambda: _asked(network, 4))
+    response = await network.client.get("/search-available-tags")
+    assert response.status_code == 200
+    assert response.json() == ["#cifar10", "#labels", "#mnist", "#test", "#text", "#train"]
+    assert counts(response) == ("4", "3")
+    dropped = network.searches[0].metrics.registry.get_sample_value(
+        "grid_search_replies_dropped_total", {"reason": "malformed"})
+    assert dropped >= 1
+
+
+async def test_node_that_leaves_is_not_asked(network: Gateway, harness: Harness) -> None:
+    node = await harness.node(network, "dave", {"models": ["dave-model"]})
+    await network.wait_search_sees(4)
+    assert "dave-model" in (await network.client.get("/search-available-models")).json()
+    await node.stop(leave=True)
+    await network.wait_search_sees(3)
+    assert "dave-model" not in (await network.client.get("/search-available-models")).json()
+
+
+async def test_node_that_never_spoke_on_the_bus_is_not_waited_for(network: Gateway) -> None:
+    body = {"node-id": "silent", "node-address": "http://silent:5000"}
+    assert (await network.client.post("/join", json=body)).status_code == 200
+    assert "silent" in (await network.client.get("/connected-nodes")).json()["grid-nodes"]
+    started = time.monotonic()
+    response = await network.client.get("/search-available-models")
+    assert counts(response) == ("3", "3")
+    assert time.monotonic() - started < SEARCH_TIMEOUT_S
+
+
+async def test_reply_from_a_node_that_never_joined_is_not_counted(
+        network: Gateway, amqp_url: str, namespace: str) -> None:
+    """A rogue consumer on the broadcast exchange answers as an unknown node and as alice."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(await declare_broadcast(channel, Names(namespace)))
+
+        async def rogue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            for node_id in ("mallory", "alice"):
+                reply = NodeReply(node_id=node_id, models=["evil-model"])
+                await channel.default_exchange.publish(
+                    aio_pika.Message(codec.dumps(reply), correlation_id=message.correlation_id),
+                    routing_key=message.reply_to)
+
+        await queue.consume(rogue, no_ack=True)
+        responses = [await network.client.get("/search-available-models") for _ in range(5)]
+    assert all(counts(response) == ("3", "3") for response in responses)
+    assert not any("evil-model" in response.json() for response in responses[1:])
+    search = network.searches[0].metrics.registry
+    assert search.get_sample_value("grid_search_replies_dropped_total",
+                                   {"reason": "unexpected"}) >= 1
+
+
+async def test_fifty_concurrent_searches(network: Gateway) -> None:
+    requests = []
+    for i in range(50):
+        if i % 3 == 0:
+            requests.append(("/search-model", {"model_id": "mnist-cnn"},
+                             [["alice", "http://alice:5000"], ["bob", "http://bob:5000"]]))
+        elif i % 3 == 1:
+            requests.append(("/search", {"query": ["#text"]}, [["carol", "http://carol:5000"]]))
+        else:
+            requests.append(("/search-model", {"model_id": f"m{i}"}, []))
+    responses = await asyncio.gather(
+        *(network.client.post(path, json=body) for path, body, _ in requests))
+    for (_, _, expected), response in zip(requests, responses, strict=True):
+        assert response.status_code == 200
+        assert response.json() == expected
+        assert counts(response) == ("3", "3")
+
+
+async def test_identical_searches_in_flight_share_one_broadcast(network: Gateway) -> None:
+    body = {"query": ["#mnist"]}
+    responses = await asyncio.gather(*(network.client.post("/search", json=body)
+                                       for _ in range(30)))
+    assert {str(response.json()) for response in responses} == {
+        str([["alice", "http://alice:5000"], ["bob", "http://bob:5000"]])}
+    coalesced = network.searches[0].metrics.registry.get_sample_value(
+        "grid_search_coalesced_total")
+    assert coalesced >= 1
