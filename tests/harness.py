@@ -25,16 +25,16 @@ from shared.settings import ApiSettings, NodeSettings, RegistrySettings, SearchS
 WAIT_S = 10.0
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = WAIT_S,
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = WAIT_S,
                      interval: float = 0.02) -> Any:
-    """Poll ``check`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` until it returns a truthy value; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         result = await check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+            raise AssertionError(f"condition not met within {within} s (last: {result!r})")
         await asyncio.sleep(interval)
 
 
@@ -52,7 +52,7 @@ class ApiServer:
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.server.serve())
-        await eventually(self._started, timeout=WAIT_S)
+        await eventually(self._started)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
 

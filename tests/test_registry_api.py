@@ -33,7 +33,8 @@ async def test_join_then_connected_nodes(client: httpx.AsyncClient) -> None:
 async def test_connected_nodes_sorted(client: httpx.AsyncClient) -> None:
     for node_id in ("carol", "alice", "bob"):
         assert (await join(client, node_id)).status_code == 200
-    assert (await client.get("/connected-nodes")).json() == {"grid-nodes": ["alice", "bob", "carol"]}
+    nodes = (await client.get("/connected-nodes")).json()
+    assert nodes == {"grid-nodes": ["alice", "bob", "carol"]}
 
 
 async def test_duplicate_join_is_409(client: httpx.AsyncClient) -> None:
