@@ -123,3 +123,15 @@ def test_patterns_match_code() -> None:
                "http://a b", "alice", "httpx://a", "http://", "https://a/#f"]
     for sample in samples:
         assert bool(portable.match(sample)) == bool(code.match(sample)), sample
+
+
+def test_examples_are_valid_messages() -> None:
+    checked = 0
+    for message in MESSAGES.values():
+        ref = message["payload"].get("$ref", "")
+        model = getattr(contracts, ref.removeprefix("#/components/schemas/"), None)
+        for example in message.get("examples", []):
+            if model is not None:
+                model.model_validate(example["payload"])
+                checked += 1
+    assert checked >= 6

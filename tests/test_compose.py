@@ -1,0 +1,166 @@
+"""docker-compose.yml: the structure operators rely on, checked without a Docker engine.
+
+Compose only checks its own schema, so a misspelt ``GRID_*`` variable or an
+inventory path that does not exist would pass ``docker compose config`` and
+fail silently at run time; these tests catch that. No broker is needed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from services.node.inventory import Inventory
+from shared import settings as settings_module
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+WORKERS = ("registry", "search")
+DEMO_NODES = ("alice", "bob", "carol")
+HEALTHCHECKED = ("rabbitmq", "postgres", "api")
+SERVICES = ("rabbitmq", "postgres", "api", *WORKERS, *DEMO_NODES)
+# A setting's name in a compose file: AMQP_URL or GRID_ followed by capitals.
+SETTING_NAME = re.compile(r"\b(?:AMQP_URL|GRID_[A-Z0-9_]+)\b")
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, Any]]:
+    """The services of docker-compose.yml, YAML anchors and merge keys resolved."""
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+
+
+def env_names(settings_class: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class reads (its aliases, else prefix + name)."""
+    prefix = settings_class.model_config.get("env_prefix", "")
+    names = set()
+    for field_name, field in settings_class.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {choice for choice in alias.choices if isinstance(choice, str)}
+        elif isinstance(alias, str):
+            names.add(alias)
+        else:
+            names.add(f"{prefix}{field_name}".upper())
+    return names
+
+
+def known_settings() -> set[str]:
+    """Every environment variable read by any settings class in shared/settings.py."""
+    classes = [value for value in vars(settings_module).values()
+               if isinstance(value, type) and issubclass(value, BaseSettings)
+               and value is not BaseSettings]
+    return set().union(*(env_names(cls) for cls in classes))
+
+
+def environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's environment, written as a mapping or as a list of NAME=value."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def option(command: list[str], name: str) -> str:
+    """The value following ``name`` in an exec-form command."""
+    assert name in command, f"{name} missing from {command}"
+    return command[command.index(name) + 1]
+
+
+def test_known_settings_cover_the_documented_names() -> None:
+    assert {"AMQP_URL", "GRID_NAMESPACE", "GRID_DATABASE_URL", "GRID_API_HOST",
+            "GRID_METRICS_PORT", "GRID_GATEWAY_URL", "GRID_LOG_LEVEL"} <= known_settings()
+    assert "GRID_NAMESPCE" not in known_settings()
+
+
+def test_every_service_exists(services: dict[str, dict[str, Any]]) -> None:
+    assert set(SERVICES) <= set(services), f"missing: {set(SERVICES) - set(services)}"
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_can_scale(services: dict[str, dict[str, Any]], name: str) -> None:
+    # A fixed container name or host port would make --scale fail on the second replica.
+    assert "container_name" not in services[name]
+    assert "ports" not in services[name]
+
+
+def test_dependencies_wait_until_healthy(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        for dependency in set(HEALTHCHECKED) & set(depends_on):
+            assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
+            condition = (depends_on[dependency] or {}).get("condition")
+            assert condition == "service_healthy", f"{name} -> {dependency}: {condition}"
+
+
+def test_start_order(services: dict[str, dict[str, Any]]) -> None:
+    assert {"rabbitmq", "postgres"} <= set(services["registry"]["depends_on"])
+    assert "rabbitmq" in services["search"]["depends_on"]
+    assert "rabbitmq" in services["api"]["depends_on"]
+    for node in DEMO_NODES:
+        assert "api" in services[node]["depends_on"]
+
+
+@pytest.mark.parametrize("name", HEALTHCHECKED)
+def test_healthchecks(services: dict[str, dict[str, Any]], name: str) -> None:
+    check = services[name].get("healthcheck") or {}
+    assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+
+
+def test_api_healthcheck_probes_healthz(services: dict[str, dict[str, Any]]) -> None:
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+
+
+def test_setting_names_in_the_file_are_real() -> None:
+    used = set(SETTING_NAME.findall(COMPOSE_FILE.read_text()))
+    assert used, "no setting found in docker-compose.yml"
+    assert used <= known_settings(), f"not settings: {sorted(used - known_settings())}"
+
+
+def test_our_containers_set_only_real_settings(services: dict[str, dict[str, Any]]) -> None:
+    # Our image reads nothing but its settings, so any other variable is a typo.
+    ours = {name: service for name, service in services.items() if "build" in service}
+    assert set(ours) >= {"api", *WORKERS, *DEMO_NODES}
+    for name, service in ours.items():
+        unknown = set(environment(service)) - known_settings()
+        assert not unknown, f"{name}: not settings: {sorted(unknown)}"
+
+
+def test_registry_uses_postgres(services: dict[str, dict[str, Any]]) -> None:
+    url = environment(services["registry"])["GRID_DATABASE_URL"]
+    assert url.startswith("postgresql://") and "@postgres:" in url
+
+
+def test_api_listens_on_every_interface(services: dict[str, dict[str, Any]]) -> None:
+    assert environment(services["api"])["GRID_API_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", DEMO_NODES)
+def test_demo_nodes(services: dict[str, dict[str, Any]], name: str) -> None:
+    node = services[name]
+    command = node["command"]
+    assert command[:3] == ["python", "-m", "services.node"]
+    assert option(command, "--id") == name
+    assert option(command, "--address") == f"http://{name}:5000"
+    inventory = ROOT / option(command, "--inventory")  # the image's workdir holds examples/
+    assert inventory.parent == ROOT / "examples" and inventory.is_file(), inventory
+    Inventory.from_file(inventory)  # raises if the file is not a valid inventory
+    assert environment(node)["GRID_GATEWAY_URL"] == "http://api:8000"
+
+
+def test_docker_compose_validates_the_file() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not on PATH: install Debian's docker-compose package "
+                    "(apt-get install docker-compose) to validate docker-compose.yml; "
+                    "it needs no Docker engine", pytrace=False)
+    done = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"docker-compose config failed:\n{done.stdout}{done.stderr}"
