@@ -33,6 +33,13 @@ def find_pids(command_name: str) -> list[int]:
     return sorted(found)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle or waiting on I/O) since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
 def broker_pids() -> list[int]:
     return find_pids("beam.smp")
 
@@ -46,12 +53,25 @@ def snapshot(groups: Mapping[str, Iterable[int]]) -> dict[str, float | None]:
     return totals
 
 
+def snapshot_all(groups: Mapping[str, Iterable[int]]) -> dict[str, float | None]:
+    """``snapshot`` plus ``machine``: the busy time of every core."""
+    return {**snapshot(groups), "machine": machine_busy_seconds()}
+
+
 def per_request(before: Mapping[str, float | None], after: Mapping[str, float | None],
                 requests: int) -> dict[str, float | None]:
-    """CPU seconds per request of each group between two snapshots."""
+    """CPU seconds per request of each group between two snapshots.
+
+    ``other`` is the machine's busy time that none of the groups accounts for
+    (anything else running on the machine while the run was measured).
+    """
     result: dict[str, float | None] = {}
     for name, start in before.items():
         end = after.get(name)
         ok = start is not None and end is not None and requests > 0
         result[name] = (end - start) / requests if ok else None
+    machine = result.get("machine")
+    if machine is not None:
+        known = sum(v for k, v in result.items() if k != "machine" and v is not None)
+        result["other"] = max(0.0, machine - known)
     return result

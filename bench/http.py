@@ -28,7 +28,7 @@ class Client(Protocol):
     async def close(self) -> None: ...
 
 
-class ConnectionClosed(Exception):
+class ConnectionClosed(ConnectionError):
     """The server closed the connection before a whole response arrived."""
 
 

@@ -62,7 +62,8 @@ class Stack:
         self.spawn("api", "services.api")
         for node in DEMO_NODES:
             self.spawn(node, "services.node", "--id", node, "--address",
-                       f"http://{node}:5000", "--inventory", str(ROOT / "examples" / f"{node}.json"))
+                       f"http://{node}:5000", "--inventory",
+                       str(ROOT / "examples" / f"{node}.json"))
 
     def exited(self) -> str | None:
         for name, process in self.children:

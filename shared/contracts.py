@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # A node id names a queue (<ns>.node.<id>), so it is kept short and plain.
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-NODE_ADDRESS_PATTERN = r"^(?i:https?|wss?)://[^\s/?#]+[^\s]*$"
+# Portable (no inline flags) so that JSON Schema validators in any language accept it.
+NODE_ADDRESS_PATTERN = r"^(?:[hH][tT][tT][pP][sS]?|[wW][sS][sS]?)://[^\s/?#]+\S*$"
 
 NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
 NodeAddress = Annotated[str, StringConstraints(pattern=NODE_ADDRESS_PATTERN, max_length=2048)]
@@ -109,6 +110,14 @@ class NodeQuery(Contract):
     op: QueryOp
     model_id: ModelId | None = None
     tags: list[Tag] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_the_op(self) -> NodeQuery:
+        if self.op in ("has_model", "encrypted_model") and self.model_id is None:
+            raise ValueError(f"{self.op} needs model_id")
+        if self.op == "search_tags" and not self.tags:
+            raise ValueError("search_tags needs at least one tag")
+        return self
 
     def key(self) -> tuple:
         """Identity of the query: equal keys give equal answers (used to coalesce)."""

@@ -75,7 +75,8 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
     channel = await bus.channel(prefetch=256)
     exchange = await declare_events(channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="*"))
+    # "#", not "*": node ids may contain dots, which split routing-key words.
+    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
     await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
 
     async def on_message(message: AbstractIncomingMessage) -> None:

@@ -29,6 +29,7 @@ class BaseGridSettings(BaseSettings):
     rpc_timeout_s: float = Field(default=5.0, gt=0)
     # 0 turns a worker's own /metrics endpoint off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 class ApiSettings(BaseGridSettings):

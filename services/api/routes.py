@@ -208,8 +208,6 @@ async def _query(request: Request, gateway: Gateway, op: str, field: str) -> Sea
             query = NodeQuery(op=op, tags=data.get("query"))
     except ValidationError:
         raise ApiError(400, INVALID_FIELDS) from None
-    if (field == "model_id" and query.model_id is None) or (field == "query" and not query.tags):
-        raise ApiError(400, INVALID_FIELDS)
     return await gateway.search(query)
 
 

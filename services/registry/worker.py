@@ -94,7 +94,7 @@ class RegistryWorker:
         await subscribe_events(self.bus, self.names, self._on_event, self._on_heartbeat)
         await self.server.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
-        self.metrics.serve(self.settings.metrics_port)
+        self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
 
     async def stop(self) -> None:
         """Stop taking requests, finish those in hand, then close store and bus."""

@@ -90,7 +90,7 @@ class SearchWorker:
                                self.membership.on_heartbeat)
         self._refresher = asyncio.create_task(self._refresh_membership_forever())
         await self.server.start()
-        self.metrics.serve(self.settings.metrics_port)
+        self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
 
     async def stop(self) -> None:
         """Stop taking searches, finish those in hand, then close the bus."""

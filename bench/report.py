@@ -1,0 +1,167 @@
+"""Showing results: the progress line, the tables, the target checks and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.stats import RunResult
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CPU_GROUPS = ("broker", "api", "registry", "search", "fleet", "client", "other", "machine")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
+            "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg_at_start": os.getloadavg()}
+
+
+def gateway_revision() -> str | None:
+    """The checked-out commit, read from .git without running git."""
+    git = Path(__file__).resolve().parent.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).exists():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+class Progress:
+    """One status line, rewritten in place with a carriage return."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.width = 0
+
+    def update(self, text: str) -> None:
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = len(text)
+
+    def done(self, text: str) -> None:
+        self.update(text)
+        self.stream.write("\n")
+        self.stream.flush()
+        self.width = 0
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _cpu_ms(result: RunResult, group: str) -> str:
+    value = result.cpu_s_per_request.get(group)
+    return "-" if value is None else f"{value * 1000:.2f}"
+
+
+def _nodes(result: RunResult) -> str:
+    if not result.nodes:
+        return "-"
+    return f"{result.nodes}" + (f"h{result.hung}" if result.hung else "")
+
+
+HEADER = (f"{'target':<7} {'route':<16} {'N':>6} {'c':>3} {'req/s':>7} {'p50':>7} {'p90':>7} "
+          f"{'p99':>7} {'max':>7} {'err':>4} {'bad':>4} {'asked':>6} {'answ':>6} |"
+          + " ".join(f"{g[:7]:>7}" for g in CPU_GROUPS))
+
+
+def row(result: RunResult) -> str:
+    return (f"{result.target:<7} {result.route:<16} {_nodes(result):>6} {result.concurrency:>3} "
+            f"{result.rps:>7.1f} {_num(result.p50_ms):>7} {_num(result.p90_ms):>7} "
+            f"{_num(result.p99_ms):>7} {_num(result.max_ms):>7} {result.errors:>4} "
+            f"{result.mismatches:>4} {_num(result.asked_mean):>6} {_num(result.answered_mean):>6} |"
+            + " ".join(f"{_cpu_ms(result, g):>7}" for g in CPU_GROUPS))
+
+
+def table(results: list[RunResult]) -> str:
+    lines = ["latency in ms | CPU ms per request (N 100h1: 100 nodes, one hung)", HEADER,
+             "-" * len(HEADER)]
+    return "\n".join(lines + [row(result) for result in results])
+
+
+def side_by_side(results: list[RunResult]) -> str:
+    """Local gateway next to the compared one, for each (route, N, c)."""
+    pairs: dict[tuple, dict[str, RunResult]] = {}
+    for result in results:
+        key = (result.route, result.nodes, result.hung, result.concurrency)
+        pairs.setdefault(key, {})[result.target] = result
+    head = (f"{'route':<16} {'N':>6} {'c':>3} | {'req/s':>8} {'p50':>8} {'p99':>8} {'err':>5} | "
+            f"{'req/s':>8} {'p50':>8} {'p99':>8} {'err':>5}")
+    lines = ["local gateway | compared gateway (latency in ms)", head, "-" * len(head)]
+    for (name, _, _, c), both in pairs.items():
+        cells = []
+        for target in ("local", "compare"):
+            r = both.get(target)
+            cells.append("-".rjust(33) if r is None else
+                         f"{r.rps:>8.1f} {_num(r.p50_ms):>8} {_num(r.p99_ms):>8} {r.errors:>5}")
+        anyone = next(iter(both.values()))
+        lines.append(f"{name:<16} {_nodes(anyone):>6} {c:>3} | {cells[0]} | {cells[1]}")
+    return "\n".join(lines)
+
+
+def _find(results: list[RunResult], route: str, nodes: int, c: int,
+          hung: int = 0) -> RunResult | None:
+    for r in results:
+        if (r.target, r.route, r.nodes, r.concurrency, r.hung) == ("local", route, nodes, c, hung):
+            return r
+    return None
+
+
+def target_checks(results: list[RunResult], search_timeout_s: float) -> list[str]:
+    """The project's performance targets, for the runs that measured them."""
+    checks = [("search", 10, 1, 0, "p50_ms", "<=", 5.0),
+              ("search", 10, 16, 0, "rps", ">=", 250.0),
+              ("search", 100, 1, 0, "p50_ms", "<=", 35.0),
+              ("search", 100, 16, 0, "rps", ">=", 30.0),
+              ("search", 1000, 1, 0, "p50_ms", "<=", 400.0)]
+    lines = []
+    for route, nodes, c, hung, field, op, limit in checks:
+        r = _find(results, route, nodes, c, hung)
+        if r is not None:
+            value = getattr(r, field)
+            ok = value is not None and (value <= limit if op == "<=" else value >= limit)
+            lines.append(f"{'PASS' if ok else 'FAIL'}  POST /search N={nodes} c={c}: "
+                         f"{field} {_num(value)} {op} {limit:g}")
+    limit_ms = search_timeout_s * 1000 + 50
+    for r in results:
+        if r.target == "local" and r.hung and r.route == "search":
+            ok = r.errors == 0 and r.max_ms is not None and r.max_ms <= limit_ms
+            lines.append(f"{'PASS' if ok else 'FAIL'}  POST /search N={r.nodes} with {r.hung} "
+                         f"hung, c={r.concurrency}: max {_num(r.max_ms)} ms <= {limit_ms:g}, "
+                         f"errors {r.errors}")
+    return lines
+
+
+def results_path(label: str) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}.json"
+
+
+def write_json(path: Path, meta: dict[str, Any], results: list[RunResult]) -> None:
+    """Written after every run, so an interrupted benchmark keeps what it measured."""
+    document = {**meta, "results": [r.to_json() for r in results]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,159 @@
+"""Running the scenarios: start a stack (or use a given URL), measure each run, stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import cpu, report
+from bench.load import Load, LoadSpec
+from bench.plan import RunSpec, Scenario
+from bench.routes import route
+from bench.stack import LocalStack, StackConfig
+from bench.stats import RunResult, percentile, summarise
+
+
+@dataclass
+class Target:
+    name: str  # local, target or compare
+    url: str
+    nodes: int | None  # fleet size (a label unless ``check``)
+    hung: int
+    pids: dict[str, list[int]] = field(default_factory=dict)
+    check: bool = False  # answers are known: this benchmark started the fleet
+
+
+@dataclass
+class Session:
+    """One invocation: options, where results go, what was measured so far."""
+
+    args: argparse.Namespace
+    warmup_s: float
+    path: Path
+    meta: dict[str, Any]
+    results: list[RunResult] = field(default_factory=list)
+    progress: report.Progress = field(default_factory=report.Progress)
+
+    def add(self, result: RunResult) -> None:
+        self.results.append(result)
+        report.write_json(self.path, self.meta, self.results)
+
+
+async def run_scenario(session: Session, scenario: Scenario) -> None:
+    args = session.args
+    stack: LocalStack | None = None
+    try:
+        targets = []
+        if args.target_url:
+            targets.append(Target("target", args.target_url, None, 0))
+        else:
+            stack = await start_stack(session, scenario)
+            targets.append(Target("local", stack.url, scenario.nodes, scenario.hang,
+                                  stack.pid_groups(), check=True))
+            await idle_baseline(session, scenario, targets[0])
+        if args.compare_url and not scenario.hang:
+            targets.append(Target("compare", args.compare_url, scenario.nodes or None, 0))
+        for run in scenario.runs:
+            for target in targets:
+                session.add(await measure(session, target, run))
+    finally:
+        if stack is not None:
+            session.progress.update(f"[{scenario.label}] stopping the gateway and the fleet")
+            await stack.stop()
+            kept = f"; logs kept in {stack.kept_logs}" if stack.kept_logs else ""
+            session.progress.done(f"[{scenario.label}] stopped{kept}")
+
+
+async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
+    args = session.args
+    config = StackConfig(
+        amqp_url=args.amqp_url, nodes=scenario.nodes, hang=scenario.hang,
+        search_workers=args.search_workers, fleet_processes=args.fleet_processes,
+        fleet_connections=args.fleet_connections, join_concurrency=args.join_concurrency,
+        keep_logs=args.keep_logs)
+    stack = LocalStack(config)
+    session.progress.update(f"[{scenario.label}] starting the gateway and "
+                            f"{len(config.fleet_split())} fleet process(es)")
+    started = time.perf_counter()
+    try:
+        await stack.start()
+    except BaseException:
+        await stack.stop()
+        raise
+    session.progress.done(
+        f"[{scenario.label}] ready in {time.perf_counter() - started:.1f} s "
+        f"(namespace {stack.namespace}; fleet joined in {stack.fleet_start_s:.1f} s)")
+    return stack
+
+
+async def idle_baseline(session: Session, scenario: Scenario, target: Target) -> None:
+    """CPU the stack burns with no requests (heartbeats, polling), in ms per second."""
+    seconds = session.args.idle
+    if seconds <= 0:
+        return
+    groups = {**target.pids, "broker": cpu.broker_pids(), "client": [os.getpid()]}
+    session.progress.update(f"[{scenario.label}] measuring idle CPU for {seconds:g} s")
+    before = cpu.snapshot_all(groups)
+    await asyncio.sleep(seconds)
+    after = cpu.snapshot_all(groups)
+    rates = {name: None if value is None else round(value * 1000 / seconds, 2)
+             for name, value in cpu.per_request(before, after, 1).items()}
+    session.meta.setdefault("idle_cpu_ms_per_s", {})[scenario.label] = rates
+    shown = ", ".join(f"{name} {value}" for name, value in rates.items() if value is not None)
+    session.progress.done(f"[{scenario.label}] idle CPU, ms per second: {shown}")
+
+
+def _spec(session: Session, target: Target, run: RunSpec) -> LoadSpec:
+    args = session.args
+    return LoadSpec(route=route(run.route), concurrency=run.concurrency,
+                    duration_s=run.duration_s, requests=run.requests,
+                    warmup_s=session.warmup_s, timeout_s=args.timeout,
+                    nodes=target.nodes if target.check else None,
+                    token=secrets.token_hex(4), client=args.client)
+
+
+async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:
+    label = f"[{target.name} {run.route} N={target.nodes or '-'} c={run.concurrency}]"
+    load = Load(_spec(session, target, run), target.url)
+    groups = {**target.pids, "broker": cpu.broker_pids(), "client": [os.getpid()]}
+    try:
+        session.progress.update(f"{label} warming up")
+        await load.warm_up()
+        before = cpu.snapshot_all(groups)
+        ticker = asyncio.create_task(_tick(session.progress, label, load))
+        try:
+            samples, elapsed = await load.measure()
+        finally:
+            ticker.cancel()
+        after = cpu.snapshot_all(groups)
+    finally:
+        await load.close()
+    result = summarise(samples, elapsed,
+                       cpu.per_request(before, after, len(samples.latencies_s)),
+                       target=target.name, route=run.route, nodes=target.nodes,
+                       hung=target.hung, concurrency=run.concurrency)
+    session.progress.done(f"{label} {result.requests} req, {result.rps:.1f} req/s, "
+                          f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
+                          f"errors {result.errors}, wrong answers {result.mismatches}")
+    return result
+
+
+async def _tick(progress: report.Progress, label: str, load: Load) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            await asyncio.sleep(0.5)
+            samples = load.samples
+            seconds = time.perf_counter() - load.measure_started
+            count = len(samples.latencies_s)
+            p50 = percentile(sorted(samples.latencies_s), 50)
+            progress.update(f"{label} {seconds:5.1f} s  {count} req  "
+                            f"{count / seconds:7.1f} req/s  "
+                            f"p50 {'-' if p50 is None else f'{p50 * 1000:.1f}'} ms  "
+                            f"errors {samples.errors}")

@@ -1,0 +1,214 @@
+"""A gateway (api, registry, search workers) and a fleet of simulated nodes, as subprocesses.
+
+Each stack has its own namespace on the broker and its own SQLite file, so
+runs never see each other; ``stop`` ends every process it started and
+deletes the namespace's queues and exchanges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import inventory as inv
+from bench import procs
+from bench.http import RawClient
+from shared.bus import Bus
+from shared.settings import BaseGridSettings
+from shared.topology import Names, delete_namespace
+
+log = logging.getLogger("bench")
+NODES_PER_FLEET_PROCESS = 250
+
+
+class StackError(Exception):
+    """The gateway or the fleet did not come up."""
+
+
+@dataclass
+class StackConfig:
+    amqp_url: str
+    nodes: int
+    hang: int = 0
+    search_workers: int = 1
+    fleet_processes: int = 0  # 0: picked from the fleet size
+    fleet_connections: int = 2
+    join_concurrency: int = 8
+    keep_logs: bool = False
+    ready_timeout_s: float = 30.0
+
+    def fleet_split(self) -> list[tuple[int, int]]:
+        """(first index, count) of each fleet process."""
+        count = self.fleet_processes or (
+            1 if self.nodes <= 20 else max(2, math.ceil(self.nodes / NODES_PER_FLEET_PROCESS)))
+        count = max(1, min(count, self.nodes))
+        bounds = [self.nodes * p // count for p in range(count + 1)]
+        return [(bounds[p], bounds[p + 1] - bounds[p]) for p in range(count)]
+
+    def hung_indices(self) -> list[int]:
+        """Hung nodes, spread over the fleet."""
+        return [(2 * h + 1) * self.nodes // (2 * self.hang) for h in range(self.hang)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalStack:
+    config: StackConfig
+    namespace: str = field(default_factory=lambda: f"bench-{secrets.token_hex(4)}")
+    children: list[procs.Child] = field(default_factory=list)
+    url: str = ""
+    fleet_start_s: float = 0.0
+    kept_logs: Path | None = None
+    _dir: Path | None = None
+    _failed: bool = False
+
+    def env(self, port: int) -> dict[str, str]:
+        assert self._dir is not None
+        return {**os.environ, "AMQP_URL": self.config.amqp_url,
+                "GRID_NAMESPACE": self.namespace, "GRID_LOG_LEVEL": "WARNING",
+                "GRID_DATABASE_URL": f"sqlite:///{self._dir / 'registry.sqlite3'}",
+                "GRID_API_HOST": "127.0.0.1", "GRID_API_PORT": str(port),
+                "GRID_GATEWAY_URL": f"http://127.0.0.1:{port}"}
+
+    def pid_groups(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {"api": [], "registry": [], "search": [], "fleet": []}
+        for child in self.children:
+            groups[child.role].append(child.pid)
+        return groups
+
+    async def start(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix=f"grid-{self.namespace}-"))
+        try:
+            port = free_port()
+            env = self.env(port)
+            self.url = f"http://127.0.0.1:{port}"
+            await self._start_gateway(env)
+            await self._start_fleet(env)
+            await self._wait_nodes_seen()
+        except BaseException:
+            self._failed = True
+            raise
+
+    async def _start_gateway(self, env: dict[str, str]) -> None:
+        assert self._dir is not None
+        self.children.append(
+            await procs.spawn("registry", "registry", "services.registry", [], env, self._dir))
+        for n in range(self.config.search_workers):
+            self.children.append(
+                await procs.spawn(f"search-{n}", "search", "services.search", [], env, self._dir))
+        self.children.append(await procs.spawn("api", "api", "services.api", [], env, self._dir))
+        await self._poll("the gateway to be ready", self._ready, self.config.ready_timeout_s)
+
+    async def _ready(self, client: RawClient) -> bool:
+        return (await client.request("GET", "/readyz", None)).status == 200
+
+    async def _start_fleet(self, env: dict[str, str]) -> None:
+        assert self._dir is not None
+        hung = self.config.hung_indices()
+        fleet = []
+        for first, count in self.config.fleet_split():
+            mine = [str(i) for i in hung if first <= i < first + count]
+            args = ["--first", str(first), "--count", str(count),
+                    "--total", str(self.config.nodes), "--hang", ",".join(mine),
+                    "--connections", str(self.config.fleet_connections),
+                    "--join-concurrency", str(self.config.join_concurrency)]
+            child = await procs.spawn(f"fleet-{first}", "fleet", "bench.fleet", args, env,
+                                      self._dir, stdout_pipe=True)
+            self.children.append(child)
+            fleet.append(child)
+        started = time.perf_counter()
+        timeout = self.config.ready_timeout_s + 0.1 * self.config.nodes
+        await asyncio.gather(*(self._fleet_ready(child, timeout) for child in fleet))
+        self.fleet_start_s = time.perf_counter() - started
+
+    async def _fleet_ready(self, child: procs.Child, timeout_s: float) -> None:
+        assert child.process.stdout is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                line = (await child.process.stdout.readline()).decode().strip()
+        except TimeoutError:
+            raise StackError(f"{child.name} not ready after {timeout_s:.0f} s:\n"
+                             f"{child.log_tail()}") from None
+        if not line.startswith("READY"):
+            raise StackError(f"{child.name} failed: {line or 'exited'}\n{child.log_tail()}")
+
+    async def _wait_nodes_seen(self) -> None:
+        """Until a search is sent to every node of the fleet (hung ones included)."""
+        wanted = str(self.config.nodes)
+
+        async def seen(client: RawClient) -> bool:
+            response = await client.request("GET", "/search-available-tags", None)
+            return response.headers.get("x-grid-nodes-asked") == wanted
+
+        timeout = self.config.ready_timeout_s + 0.05 * self.config.nodes
+        await self._poll(f"the search worker to see {wanted} nodes", seen, timeout)
+
+    async def _poll(self, what: str, check: Callable[[RawClient], Awaitable[bool]],
+                    timeout_s: float) -> None:
+        client = RawClient(self.url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                try:
+                    if await check(client):
+                        return
+                except (OSError, ValueError):
+                    pass  # not listening yet
+                await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+        raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+    def _check_alive(self) -> None:
+        for child in self.children:
+            if not child.running:
+                raise StackError(f"{child.name} exited with {child.process.returncode}:\n"
+                                 f"{child.log_tail()}")
+
+    async def stop(self) -> None:
+        """Fleet first, then the api and the workers; then the namespace; then the files."""
+        fleet = [c for c in self.children if c.role == "fleet"]
+        await procs.stop(fleet)
+        await procs.stop([c for c in self.children if c.role == "api"])
+        await procs.stop([c for c in self.children if c.role in ("search", "registry")])
+        try:
+            await self._delete_namespace()
+        except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+            log.warning("could not delete namespace %s: %s", self.namespace, exc)
+        self._remove_files()
+
+    async def _delete_namespace(self) -> None:
+        settings = BaseGridSettings(amqp_url=self.config.amqp_url, namespace=self.namespace)
+        bus = Bus(settings, "bench-cleanup")
+        await bus.connect()
+        try:
+            names = Names(self.namespace)
+            await delete_namespace(bus.fast, names)
+            for index in range(self.config.nodes):
+                await bus.fast.queue_delete(names.node_queue(inv.node_id(index)))
+        finally:
+            await bus.close()
+
+    def _remove_files(self) -> None:
+        if self._dir is None:
+            return
+        if self._failed or self.config.keep_logs:
+            self.kept_logs = self._dir
+        else:
+            shutil.rmtree(self._dir, ignore_errors=True)
