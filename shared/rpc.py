@@ -221,8 +221,12 @@ class RpcServer:
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+        elapsed = time.perf_counter() - started
         if self.observe is not None:
-            self.observe(op, outcome, time.perf_counter() - started)
+            self.observe(op, outcome, elapsed)
+        if log.isEnabledFor(logging.INFO):
+            log.info("handled", extra={"queue": self.queue_name, "op": op, "outcome": outcome,
+                                       "ms": round(elapsed * 1000, 2)})
 
     async def _handle(self, message: AbstractIncomingMessage, op: str) -> str:
         if past_deadline(message):

@@ -7,6 +7,9 @@ over HTTP exactly as in production.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from services.search.worker import SearchWorker
 from shared.settings import ApiSettings, NodeSettings, RegistrySettings, SearchSettings
 
 WAIT_S = 10.0
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = WAIT_S,
@@ -157,3 +161,22 @@ class Harness:
         self._stoppers.append(node.stop)
         await node.start(join=join)
         return node
+
+
+def spawn(module: str, amqp_url: str, namespace: str, **env: str) -> subprocess.Popen:
+    """Run a service as its own process (for kill and signal tests); the caller stops it."""
+    environment = {**os.environ, "AMQP_URL": amqp_url, "GRID_NAMESPACE": namespace,
+                   "GRID_LOG_LEVEL": "WARNING", **env}
+    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=environment)
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 
 import aio_pika
@@ -15,9 +12,7 @@ import pytest
 from shared import codec
 from shared.contracts import NodeQuery, NodeReply
 from shared.topology import Names
-from tests.harness import Harness, eventually
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.harness import Harness, eventually, spawn, stop_processes
 
 
 async def test_readyz_follows_the_workers(harness: Harness) -> None:
@@ -94,17 +89,12 @@ async def test_poison_is_dead_lettered(harness: Harness, amqp_url: str, namespac
     assert (await gateway.client.get("/search-available-tags")).status_code == 200
 
 
-def _spawn_search_worker(amqp_url: str, namespace: str) -> subprocess.Popen:
-    env = {**os.environ, "AMQP_URL": amqp_url, "GRID_NAMESPACE": namespace,
-           "GRID_LOG_LEVEL": "WARNING", "GRID_SEARCH_TIMEOUT_S": "5"}
-    return subprocess.Popen([sys.executable, "-m", "services.search"], cwd=ROOT, env=env)
-
-
 async def test_sigterm_of_a_search_worker_loses_no_request(
         harness: Harness, amqp_url: str, namespace: str) -> None:
     """With requests in flight, SIGTERM one of two search workers: every request is answered."""
     gateway = await harness.gateway(searches=0, wait=False)
-    workers = [_spawn_search_worker(amqp_url, namespace) for _ in range(2)]
+    workers = [spawn("services.search", amqp_url, namespace, GRID_SEARCH_TIMEOUT_S="5")
+               for _ in range(2)]
     try:
         await gateway.wait_ready()
         received = []
@@ -125,9 +115,7 @@ async def test_sigterm_of_a_search_worker_loses_no_request(
         assert all(response.json() == [["alice", "http://alice:5000"]] for response in responses)
         assert await asyncio.to_thread(workers[0].wait, 15) == 0
     finally:
-        for worker in workers:
-            worker.terminate()
-            worker.wait(15)
+        stop_processes(workers)
 
 
 async def _true(value: bool) -> bool:

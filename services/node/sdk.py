@@ -29,7 +29,7 @@ from shared.bus import Bus
 from shared.contracts import Heartbeat, NodeQuery, NodeReply
 from shared.errors import InvalidRequest
 from shared.liveness import EventPublisher
-from shared.logs import REQUEST_ID_HEADER
+from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.rpc import past_deadline
 from shared.settings import NodeSettings
 from shared.topology import Names, declare_node_queue
@@ -126,22 +126,30 @@ class GridNode:
     async def _on_query(self, message: AbstractIncomingMessage) -> None:
         if not message.reply_to or past_deadline(message):
             return
+        rid = str((message.headers or {}).get(REQUEST_ID_HEADER, ""))
+        request_id.set(rid)
         try:
             query = codec.decode(NodeQuery, message.body)
         except InvalidRequest as exc:
             log.warning("ignored a malformed query", extra={"error": exc.message})
             return
-        reply = self.answer(self.node_id, query)
-        if inspect.isawaitable(reply):
-            reply = await reply
+        try:
+            reply = self.answer(self.node_id, query)
+            if inspect.isawaitable(reply):
+                reply = await reply
+        except Exception:
+            log.exception("the query handler failed", extra={"op": query.op})
+            return
         await self.bus.fast.default_exchange.publish(
             aio_pika.Message(
                 codec.dumps(reply),
                 content_type=codec.CONTENT_TYPE,
                 correlation_id=message.correlation_id,
-                headers={REQUEST_ID_HEADER: (message.headers or {}).get(REQUEST_ID_HEADER, "")},
+                headers={REQUEST_ID_HEADER: rid},
                 delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
             ),
             routing_key=message.reply_to,
         )
         self.queries_answered += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info("answered", extra={"node_id": self.node_id, "op": query.op})
