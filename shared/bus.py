@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -34,6 +35,11 @@ class Bus:
         self.fast: AbstractChannel | None = None
         self._on_lost: list[Callable[[], None]] = []
         self._closed = False
+
+    @property
+    def user(self) -> str:
+        """The broker user of this connection; the broker checks it against ``user_id``."""
+        return unquote(urlsplit(self.settings.amqp_url).username or "guest")
 
     @property
     def ready(self) -> bool:

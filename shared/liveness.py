@@ -71,7 +71,12 @@ HeartbeatHandler = Callable[[str], None]
 
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
                            on_heartbeat: HeartbeatHandler) -> None:
-    """Follow heartbeats and membership events through a private, auto-deleted queue."""
+    """Follow heartbeats and membership events through a private, auto-deleted queue.
+
+    With ``verify_node_user`` set, a heartbeat counts only when the broker-validated
+    ``user_id`` of the message is the node's id (each node has its own broker user).
+    """
+    verify = bus.settings.verify_node_user
     channel = await bus.channel(prefetch=256)
     exchange = await declare_events(channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -82,7 +87,12 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
     async def on_message(message: AbstractIncomingMessage) -> None:
         try:
             if message.routing_key and message.routing_key.startswith("heartbeat."):
-                on_heartbeat(codec.decode(Heartbeat, message.body).node_id)
+                node_id = codec.decode(Heartbeat, message.body).node_id
+                if verify and message.user_id != node_id:
+                    log.warning("ignored a heartbeat from another user",
+                                extra={"node_id": node_id, "user_id": message.user_id})
+                    return
+                on_heartbeat(node_id)
             else:
                 result = on_event(codec.decode(MembershipEvent, message.body))
                 if result is not None:
@@ -96,16 +106,22 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
 class EventPublisher:
     """Publishes membership events and heartbeats on the events exchange."""
 
-    def __init__(self, bus: Bus, names: Names) -> None:
+    def __init__(self, bus: Bus, names: Names, passive: bool = False) -> None:
         self.bus = bus
         self.names = names
+        # Nodes only look the exchange up: they need no right to create or delete it.
+        self.passive = passive
         self._exchange: AbstractExchange | None = None
 
     async def start(self) -> None:
         assert self.bus.fast is not None, "connect the bus first"
         # Declared here so a publish can never hit a missing exchange (which
         # would close the channel).
-        self._exchange = await declare_events(self.bus.fast, self.names)
+        if self.passive:
+            self._exchange = await self.bus.fast.declare_exchange(
+                self.names.events_exchange, passive=True)
+        else:
+            self._exchange = await declare_events(self.bus.fast, self.names)
 
     async def publish(self, event: MembershipEvent | Heartbeat) -> None:
         if self._exchange is None or not self.bus.ready:
@@ -118,5 +134,6 @@ class EventPublisher:
             codec.dumps(event),
             content_type=codec.CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            user_id=self.bus.user,
         )
         await self._exchange.publish(message, routing_key=key)

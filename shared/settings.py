@@ -30,6 +30,9 @@ class BaseGridSettings(BaseSettings):
     # 0 turns a worker's own /metrics endpoint off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    # Count a node's replies and heartbeats only when their broker-validated
+    # user_id is the node's id (run each node with its own broker user).
+    verify_node_user: bool = False
 
 
 class ApiSettings(BaseGridSettings):

@@ -109,7 +109,8 @@ async def declare_node_queue(
             "x-expires": 600_000,
         },
     )
-    await queue.bind(await declare_broadcast(channel, names))
+    # Bound by name: the gateway declares the exchange; a node needs no right to.
+    await queue.bind(names.broadcast_exchange)
     return queue
 
 

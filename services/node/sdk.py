@@ -54,7 +54,7 @@ class GridNode:
         self.answer: QueryHandler = handler.answer if isinstance(handler, Inventory) else handler
         self._own_bus = bus is None
         self.bus = bus or Bus(settings, f"grid-node-{node_id}")
-        self.events = EventPublisher(self.bus, self.names)
+        self.events = EventPublisher(self.bus, self.names, passive=True)
         self.queries_answered = 0
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -146,6 +146,7 @@ class GridNode:
                 content_type=codec.CONTENT_TYPE,
                 correlation_id=message.correlation_id,
                 headers={REQUEST_ID_HEADER: rid},
+                user_id=self.bus.user,
                 delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
             ),
             routing_key=message.reply_to,

@@ -194,5 +194,8 @@ class SearchWorker:
         except (ValidationError, ValueError):
             self.metrics.replies_dropped.labels("malformed").inc()
             return
+        if self.settings.verify_node_user and message.user_id != reply.node_id:
+            self.metrics.replies_dropped.labels("impostor").inc()
+            return
         if not gather.add(reply):
             self.metrics.replies_dropped.labels("unexpected").inc()
