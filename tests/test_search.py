@@ -221,3 +221,39 @@ async def test_identical_searches_in_flight_share_one_broadcast(network: Gateway
     coalesced = network.searches[0].metrics.registry.get_sample_value(
         "grid_search_coalesced_total")
     assert coalesced >= 1
+
+
+class FloodNode(GridNode):
+    """Answers every query 300 times over."""
+
+    async def _on_query(self, message) -> None:
+        reply = codec.dumps(NodeReply(node_id=self.node_id, models=["flood-model"], match=True))
+        for _ in range(300):
+            await self.bus.fast.default_exchange.publish(
+                aio_pika.Message(reply, correlation_id=message.correlation_id),
+                routing_key=message.reply_to)
+
+
+async def test_flooding_node_is_counted_once(harness: Harness, network: Gateway, settings) -> None:
+    from shared.settings import NodeSettings
+
+    node = FloodNode(settings(NodeSettings, gateway_url=network.api.url), "flood",
+                     "http://flood:5000", lambda *_: None)
+    harness._stoppers.append(node.stop)
+    await node.start()
+    await eventually(lambda: _asked(network, 4))
+    for _ in range(5):
+        response = await network.client.post("/search-model", json={"model_id": "mnist-cnn"})
+        assert response.json() == [["alice", "http://alice:5000"], ["bob", "http://bob:5000"],
+                                   ["flood", "http://flood:5000"]]
+        assert counts(response) == ("4", "4")
+    models = (await network.client.get("/search-available-models")).json()
+    assert models.count("flood-model") == 1
+    metrics = network.searches[0].metrics.registry
+
+    async def extra_replies_dropped() -> bool:
+        return sum(metrics.get_sample_value("grid_search_replies_dropped_total",
+                                            {"reason": reason}) or 0
+                   for reason in ("late", "unexpected")) >= 299 * 6
+
+    await eventually(extra_replies_dropped)
