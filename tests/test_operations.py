@@ -8,6 +8,7 @@ import uuid
 
 import aio_pika
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import codec
 from shared.contracts import NodeQuery, NodeReply
@@ -52,6 +53,13 @@ async def test_metrics_after_traffic(harness: Harness) -> None:
     assert 'route="unmatched",status="404"' in text
     assert "/nowhere" not in text
     assert 'grid_api_rpc_seconds_count{op="search",outcome="ok"}' in text
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    asked = samples[("grid_api_search_nodes_total", (("outcome", "asked"),))]
+    answered = samples[("grid_api_search_nodes_total", (("outcome", "answered"),))]
+    assert asked == answered >= 1
+    assert "grid_registry_nodes 1.0" in text
+    assert "grid_registry_live_nodes 1.0" in text
     search = gateway.searches[0].metrics.registry
     assert search.get_sample_value("grid_search_nodes_total", {"outcome": "answered"}) >= 1
     registry = gateway.registries[0].metrics.registry

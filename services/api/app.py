@@ -9,13 +9,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors, routes
 from services.api.errors import JsonResponse
 from services.api.gateway import Gateway
+from shared.contracts import LIST_NODES, ListRequest, NodeList
+from shared.errors import GridError
 from shared.logs import request_id
 from shared.metrics import LATENCY_BUCKETS
 from shared.settings import ApiSettings
@@ -66,6 +74,24 @@ class Observe:
                                        "status": status, "ms": round(elapsed * 1000, 2)})
 
 
+class RegistrySize:
+    """Registered and live node counts, read from the registry when /metrics is scraped."""
+
+    def __init__(self, metrics: CollectorRegistry) -> None:
+        self.nodes = Gauge("grid_registry_nodes", "Registered nodes.", registry=metrics)
+        self.live = Gauge("grid_registry_live_nodes", "Registered nodes heard within the TTL.",
+                          registry=metrics)
+
+    async def refresh(self, gateway: Gateway) -> None:
+        try:
+            listed = await gateway.registry(LIST_NODES, ListRequest(include_offline=True),
+                                            NodeList, deadline_s=1.0)
+        except GridError:
+            return  # keep the last values; the scrape still answers
+        self.nodes.set(len(listed.nodes))
+        self.live.set(sum(node.live for node in listed.nodes))
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the API for ``settings`` (read from the environment when omitted)."""
     settings = settings or ApiSettings()
@@ -90,6 +116,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.metrics = metrics
+    app.state.registry_size = RegistrySize(metrics)
     errors.install(app)
     app.include_router(routes.registry)
     app.include_router(routes.search)
@@ -114,5 +141,6 @@ def _operations(app: FastAPI) -> None:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.",
              response_class=Response)
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(request.app.state.metrics),
-                        media_type=CONTENT_TYPE_LATEST)
+        state = request.app.state
+        await state.registry_size.refresh(state.gateway)
+        return Response(generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST)

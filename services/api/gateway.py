@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
 from shared.bus import Bus
@@ -36,13 +35,16 @@ class Gateway:
         self.bus = Bus(settings, "grid-api")
         self.rpc = RpcClient(self.bus, self.names, "api")
         self.consumers: dict[str, int] = {}
-        self.consumers_checked_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._rpc_seconds = Histogram(
             "grid_api_rpc_seconds", "RPC round trip from the API to a worker.",
             ["op", "outcome"], buckets=LATENCY_BUCKETS, registry=metrics,
         )
         self.rpc.observe = lambda op, outcome, s: self._rpc_seconds.labels(op, outcome).observe(s)
+        self._search_nodes = Counter(
+            "grid_api_search_nodes_total", "Nodes asked, answered and timed out across searches.",
+            ["outcome"], registry=metrics,
+        )
 
     async def start(self) -> None:
         """Connect in the background: the API serves (503s) while the broker is down."""
@@ -68,7 +70,6 @@ class Gateway:
                         queue, durable=True, arguments=arguments, robust=False, timeout=1
                     )
                     self.consumers[queue] = declared.declaration_result.consumer_count
-            self.consumers_checked_at = time.monotonic()
             await asyncio.sleep(self.settings.consumer_check_s)
 
     async def stop(self) -> None:
@@ -94,16 +95,20 @@ class Gateway:
         if self.consumers.get(queue) == 0:
             raise NoConsumer(f"No {worker} worker is running; try again shortly.")
 
-    async def registry(self, op: str, request: BaseModel, reply: type[R]) -> R:
+    async def registry(self, op: str, request: BaseModel, reply: type[R],
+                       deadline_s: float | None = None) -> R:
         """Call the registry worker."""
         self._check(self.names.registry_queue, "registry")
-        return await self.rpc.call(
-            self.names.registry_queue, op, request, reply, self.settings.rpc_timeout_s
-        )
+        return await self.rpc.call(self.names.registry_queue, op, request, reply,
+                                   deadline_s or self.settings.rpc_timeout_s)
 
     async def search(self, query: NodeQuery) -> SearchResult:
         """Call the search worker."""
         self._check(self.names.search_queue, "search")
-        return await self.rpc.call(
+        result = await self.rpc.call(
             self.names.search_queue, SEARCH, query, SearchResult, self.settings.rpc_timeout_s
         )
+        self._search_nodes.labels("asked").inc(result.asked)
+        self._search_nodes.labels("answered").inc(result.answered)
+        self._search_nodes.labels("timed_out").inc(result.asked - result.answered)
+        return result
