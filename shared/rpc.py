@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,9 +56,19 @@ def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, ti
     )
 
 
-def past_deadline(message: AbstractIncomingMessage) -> bool:
+# The deadline (epoch seconds) of the request a handler is serving, None if it has none:
+# a handler whose effect must not land after the caller gave up checks it before committing.
+request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+
+
+def deadline_of(message: AbstractIncomingMessage) -> float | None:
     deadline = (message.headers or {}).get(DEADLINE_HEADER)
-    return isinstance(deadline, int) and time.time() * 1000 > deadline
+    return deadline / 1000 if isinstance(deadline, int) else None
+
+
+def past_deadline(message: AbstractIncomingMessage) -> bool:
+    deadline = deadline_of(message)
+    return deadline is not None and time.time() > deadline
 
 
 class RpcClient:
@@ -214,6 +225,7 @@ class RpcServer:
         if task is not None:
             self._in_flight.add(task)
         request_id.set(str((message.headers or {}).get(REQUEST_ID_HEADER, "")))
+        request_deadline.set(deadline_of(message))
         started = time.perf_counter()
         op = message.type or ""
         try:

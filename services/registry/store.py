@@ -4,6 +4,11 @@ Uniqueness of node ids is the database's job (a primary key), so any number
 of registry workers can share one store. Each row remembers the id of the
 join request that created it: a redelivered join finds its own row and
 succeeds again instead of reporting a conflict.
+
+A join carries its caller's deadline. Its insert waits for the database no
+longer than that, and it is rolled back rather than committed once the deadline
+is (nearly) past: the caller has been told 503 by then and will retry, and a
+join that landed anyway would turn that retry into a wrong 409.
 """
 
 from __future__ import annotations
@@ -20,10 +25,29 @@ from typing import TypeVar
 
 import asyncpg
 
-from shared.errors import Conflict, NotFound, StoreUnavailable
+from shared.errors import Conflict, DeadlineExceeded, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A join is not committed later than this before its deadline: the reply still
+# has to reach the caller before it gives up.
+COMMIT_MARGIN_S = 0.05
+# The longest a statement waits for the database when the request has no deadline.
+DEFAULT_WAIT_S = 5.0
+
+
+def time_left(deadline: float | None) -> float:
+    """Seconds a store call may still wait for the database (at least a little)."""
+    if deadline is None:
+        return DEFAULT_WAIT_S
+    return max(deadline - COMMIT_MARGIN_S - time.time(), 0.001)
+
+
+def too_late(deadline: float | None) -> bool:
+    return deadline is not None and time.time() > deadline - COMMIT_MARGIN_S
+
+
+TOO_LATE = "the join was rolled back: its caller's deadline passed"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -45,10 +69,12 @@ class NodeStore(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def add(self, node_id: str, node_address: str, request_id: str) -> bool:
+    async def add(self, node_id: str, node_address: str, request_id: str,
+                  deadline: float | None = None) -> bool:
         """Register a node. True if this request created it (now or on an earlier delivery).
 
-        Raises Conflict when another request registered the id.
+        Raises Conflict when another request registered the id, DeadlineExceeded
+        (and registers nothing) when ``deadline`` (epoch seconds) passes first.
         """
 
     @abstractmethod
@@ -93,7 +119,7 @@ class SqliteStore(NodeStore):
         def connect() -> None:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+            db = sqlite3.connect(self.path, timeout=DEFAULT_WAIT_S, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -108,18 +134,33 @@ class SqliteStore(NodeStore):
             self._db = None
         self._thread.shutdown(wait=False)
 
-    async def add(self, node_id: str, node_address: str, request_id: str) -> bool:
+    async def add(self, node_id: str, node_address: str, request_id: str,
+                  deadline: float | None = None) -> bool:
         def add(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO nodes VALUES (?, ?, ?, ?)",
-                (node_id, node_address, time.time(), request_id),
-            )
-            if cursor.rowcount == 1:
-                return True
-            row = db.execute(
-                "SELECT join_request FROM nodes WHERE node_id = ?", (node_id,)
-            ).fetchone()
-            return row is not None and row[0] == request_id
+            # Wait for another writer's lock no longer than the caller waits.
+            db.execute(f"PRAGMA busy_timeout = {int(time_left(deadline) * 1000)}")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO nodes VALUES (?, ?, ?, ?)",
+                    (node_id, node_address, time.time(), request_id),
+                )
+                if cursor.rowcount == 1:
+                    if too_late(deadline):
+                        raise DeadlineExceeded(TOO_LATE)
+                    db.execute("COMMIT")
+                    return True
+                row = db.execute(
+                    "SELECT join_request FROM nodes WHERE node_id = ?", (node_id,)
+                ).fetchone()
+                db.execute("ROLLBACK")
+                return row is not None and row[0] == request_id
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(DEFAULT_WAIT_S * 1000)}")
 
         if not await self._run(add):
             raise Conflict("This ID has already been registered.")
@@ -208,19 +249,25 @@ class PostgresStore(NodeStore):
             except TimeoutError:
                 pool.terminate()
 
-    async def add(self, node_id: str, node_address: str, request_id: str) -> bool:
+    async def add(self, node_id: str, node_address: str, request_id: str,
+                  deadline: float | None = None) -> bool:
         async def add(conn: asyncpg.Connection) -> bool:
-            created = await conn.fetchval(
-                "INSERT INTO nodes VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (node_id) DO NOTHING RETURNING node_id",
-                node_id, node_address, time.time(), request_id,
-            )
-            if created is not None:
-                return True
-            owner = await conn.fetchval(
-                "SELECT join_request FROM nodes WHERE node_id = $1", node_id
-            )
-            return owner == request_id
+            async with conn.transaction():
+                created = await conn.fetchval(
+                    "INSERT INTO nodes VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (node_id) DO NOTHING RETURNING node_id",
+                    node_id, node_address, time.time(), request_id,
+                    timeout=time_left(deadline),
+                )
+                if created is not None:
+                    if too_late(deadline):
+                        raise DeadlineExceeded(TOO_LATE)  # rolls the insert back
+                    return True
+                owner = await conn.fetchval(
+                    "SELECT join_request FROM nodes WHERE node_id = $1", node_id,
+                    timeout=time_left(deadline),
+                )
+                return owner == request_id
 
         if not await self._with(add):
             raise Conflict("This ID has already been registered.")

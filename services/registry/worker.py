@@ -36,7 +36,7 @@ from shared.contracts import (
 from shared.errors import StoreUnavailable
 from shared.liveness import EventPublisher, Liveness, subscribe_events
 from shared.metrics import WorkerMetrics
-from shared.rpc import Operation, RpcServer
+from shared.rpc import Operation, RpcServer, request_deadline
 from shared.settings import RegistrySettings
 from shared.topology import Names
 
@@ -109,7 +109,8 @@ class RegistryWorker:
     # --- operations ---------------------------------------------------------
 
     async def join(self, request: JoinRequest) -> Done:
-        await self.store.add(request.node_id, request.node_address, request.request_id)
+        await self.store.add(request.node_id, request.node_address, request.request_id,
+                             deadline=request_deadline.get())
         self._registered(request.node_id, request.node_address)
         await self.events.publish(
             MembershipEvent(kind="joined", node_id=request.node_id,
