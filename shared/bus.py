@@ -22,6 +22,7 @@ from shared.errors import BusUnavailable
 from shared.settings import BaseGridSettings
 
 log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 3.0
 
 
 class Bus:
@@ -35,6 +36,9 @@ class Bus:
         self.fast: AbstractChannel | None = None
         self._on_lost: list[Callable[[], None]] = []
         self._closed = False
+        # False from a drop until aio-pika has restored every channel, queue,
+        # binding and consumer on the new connection.
+        self._restored = False
 
     @property
     def user(self) -> str:
@@ -43,9 +47,15 @@ class Bus:
 
     @property
     def ready(self) -> bool:
-        """True while the connection is open (False during a reconnect)."""
+        """True while the connection is open and restored (False during a reconnect).
+
+        The connection counts as open before aio-pika has redeclared the
+        channels, queues and consumers on it: a request sent then could have
+        its reply dropped for want of the reply queue, so it is not ready yet.
+        """
         conn = self.connection
-        return conn is not None and not conn.is_closed and conn.connected.is_set()
+        return (conn is not None and not conn.is_closed and conn.connected.is_set()
+                and self._restored)
 
     def on_connection_lost(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` each time the connection drops (before reconnecting)."""
@@ -67,10 +77,13 @@ class Bus:
                 f"cannot reach the message broker: {exc or type(exc).__name__}"
             ) from None
         self.connection.close_callbacks.add(self._connection_lost)
+        # Called once every channel is restored after a reconnect.
+        self.connection.reconnect_callbacks.add(self._reconnected)
         self.confirmed = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
         self.fast = await self.connection.channel(publisher_confirms=False)
+        self._restored = True
 
     async def connect_with_retry(self, stop: asyncio.Event | None = None) -> None:
         """Keep trying to connect until it works (or ``stop`` is set)."""
@@ -94,23 +107,29 @@ class Bus:
         return channel
 
     def _connection_lost(self, *_: object) -> None:
+        self._restored = False
         for callback in self._on_lost:
             callback()
+
+    def _reconnected(self, *_: object) -> None:
+        self._restored = True
 
     async def close(self) -> None:
         """Close channels, then the connection; safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        # Each close is bounded: a channel whose last command was cancelled midway
+        # may never see its close confirmed, and shutdown must not wait on it.
         for channel in (self.fast, self.confirmed):
             if channel is not None and not channel.is_closed:
                 try:
-                    await channel.close()
+                    await asyncio.wait_for(channel.close(), CLOSE_TIMEOUT_S)
                 except Exception:  # noqa: BLE001 - closing best-effort on a dead link
                     pass
         if self.connection is not None:
             try:
-                await self.connection.close()
+                await asyncio.wait_for(self.connection.close(), CLOSE_TIMEOUT_S)
             except Exception:  # noqa: BLE001
                 pass
 

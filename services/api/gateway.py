@@ -35,6 +35,9 @@ class Gateway:
         self.bus = Bus(settings, "grid-api")
         self.rpc = RpcClient(self.bus, self.names, "api")
         self.consumers: dict[str, int] = {}
+        # Counts seen on a lost connection say nothing about the next one: until
+        # the watch has counted again, /readyz is not ready.
+        self.bus.on_connection_lost(self.consumers.clear)
         self._tasks: list[asyncio.Task] = []
         self._rpc_seconds = Histogram(
             "grid_api_rpc_seconds", "RPC round trip from the API to a worker.",
@@ -66,18 +69,23 @@ class Gateway:
         while True:
             for queue in self.names.work_queues():
                 with contextlib.suppress(Exception):  # a reconnect in progress: try next time
-                    declared = await channel.declare_queue(
-                        queue, durable=True, arguments=arguments, robust=False, timeout=1
-                    )
+                    # asyncio.timeout, not the timeout argument: Python 3.11's
+                    # wait_for can swallow a cancellation that races the reply.
+                    async with asyncio.timeout(1):
+                        declared = await channel.declare_queue(
+                            queue, durable=True, arguments=arguments, robust=False
+                        )
                     self.consumers[queue] = declared.declaration_result.consumer_count
             await asyncio.sleep(self.settings.consumer_check_s)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        pending = set(self._tasks)
+        for _attempt in range(3):  # again if a cancellation was swallowed midway
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1)
         await self.bus.close()
 
     def readiness(self) -> str | None:
