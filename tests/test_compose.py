@@ -155,12 +155,22 @@ def test_demo_nodes(services: dict[str, dict[str, Any]], name: str) -> None:
     assert environment(node)["GRID_GATEWAY_URL"] == "http://api:8000"
 
 
-def test_docker_compose_validates_the_file() -> None:
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the v2 plugin) or ``docker-compose``; None when neither exists."""
+    docker = shutil.which("docker")
+    if docker is not None and subprocess.run([docker, "compose", "version"],
+                                             capture_output=True, timeout=30).returncode == 0:
+        return [docker, "compose"]
     binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is not on PATH: install Debian's docker-compose package "
-                    "(apt-get install docker-compose) to validate docker-compose.yml; "
-                    "it needs no Docker engine", pytrace=False)
-    done = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT,
+    return [binary] if binary is not None else None
+
+
+def test_docker_compose_validates_the_file() -> None:
+    command = compose_command()
+    if command is None:
+        pytest.fail("neither `docker compose` nor docker-compose is on PATH: install Debian's "
+                    "docker-compose package (apt-get install docker-compose) to validate "
+                    "docker-compose.yml; it needs no Docker engine", pytrace=False)
+    done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"docker-compose config failed:\n{done.stdout}{done.stderr}"
+    assert done.returncode == 0, f"compose config failed:\n{done.stdout}{done.stderr}"
