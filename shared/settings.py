@@ -7,9 +7,23 @@ its app or worker, so tests can build the same objects with other values.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _blank_is_unset(value: Any) -> Any:
+    """``GRID_ADMIN_TOKEN=`` (empty or blank) means no token, never an empty one."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+        return None
+    return value
+
+
+# A bearer token; unset when the variable is missing, empty or blank.
+Token = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
 
 
 class BaseGridSettings(BaseSettings):
@@ -43,7 +57,7 @@ class ApiSettings(BaseGridSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Unset: the API is open, as in the original gateway. Set: /join and
     # /delete-node need "Authorization: Bearer <token>".
-    admin_token: SecretStr | None = None
+    admin_token: Token = None
     # With a token set, also close the read and search routes.
     auth_read_routes: bool = False
     # How often the API checks that the worker queues have consumers.
@@ -77,6 +91,6 @@ class NodeSettings(BaseGridSettings):
 
     gateway_url: str = "http://127.0.0.1:8000"
     # The gateway's admin token, when it is closed (sent on /join and /delete-node).
-    admin_token: SecretStr | None = None
+    admin_token: Token = None
     # Broadcasts older than this are dropped from a node's queue unread.
     node_queue_ttl_s: float = Field(default=10.0, gt=0)
