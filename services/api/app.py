@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors, routes
+from services.api import openapi as doc
 from services.api.errors import JsonResponse
 from services.api.gateway import Gateway
 from shared.contracts import LIST_NODES, ListRequest, NodeList
@@ -126,12 +127,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 
 def _operations(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["operations"], summary="The process is up.")
+    @app.get("/healthz", tags=["operations"], summary="The process is up.",
+             responses={200: doc.answer("Up.", doc.STATUS, {"status": "ok"})})
     async def healthz() -> JsonResponse:
         return JsonResponse({"status": "ok"})
 
     @app.get("/readyz", tags=["operations"],
-             summary="Broker connected and registry and search workers consuming.")
+             summary="Broker connected and registry and search workers consuming.",
+             responses={200: doc.answer("Ready.", doc.STATUS, {"status": "ready"}),
+                        503: doc.answer("Not ready, and why.", doc.STATUS,
+                                        {"status": "not ready",
+                                         "reason": "no worker consumes grid.search"})})
     async def readyz(request: Request) -> JsonResponse:
         reason = request.app.state.gateway.readiness()
         if reason is not None:
@@ -139,7 +145,9 @@ def _operations(app: FastAPI) -> None:
         return JsonResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.",
-             response_class=Response)
+             response_class=Response,
+             responses={200: {"description": "Prometheus text exposition format.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics(request: Request) -> Response:
         state = request.app.state
         await state.registry_size.refresh(state.gateway)

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.contracts import NODE_ADDRESS_PATTERN, NODE_ID_PATTERN
+
+# The API checks node addresses with pydantic, whose regex engine reads \s as Unicode
+# White_Space. A JSON Schema pattern is an ECMA-262 regex, where \s is another set (it
+# has U+FEFF and lacks U+0085), so the document spells the set out to mean what the API does.
+_WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NODE_ADDRESS = (NODE_ADDRESS_PATTERN.replace(r"\S", f"[^{_WHITE_SPACE}]")
+                .replace(r"\s", _WHITE_SPACE))
 MESSAGE = {
     "type": "object",
     "properties": {"message": {"type": "string"}},
@@ -30,8 +38,9 @@ ENCRYPTED_MODEL = {
 NODE_FIELDS = {
     "type": "object",
     "properties": {
-        "node-id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"},
-        "node-address": {"type": "string", "format": "uri", "maxLength": 2048},
+        # What the API accepts: an address is an http(s):// or ws(s):// URL.
+        "node-id": {"type": "string", "pattern": NODE_ID_PATTERN},
+        "node-address": {"type": "string", "pattern": NODE_ADDRESS, "maxLength": 2048},
     },
     "required": ["node-id", "node-address"],
 }
@@ -51,6 +60,11 @@ TAG_QUERY = {
     },
     "required": ["query"],
 }
+STATUS = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    "required": ["status"],
+}
 UNAVAILABLE = {
     "description": "The broker or a worker is down, or did not answer in time.",
     "content": {"application/json": {"schema": MESSAGE,
@@ -66,6 +80,11 @@ UNAUTHORIZED = {
     "description": "An admin token is configured and the request does not carry it.",
     "content": {"application/json": {"schema": MESSAGE,
                                      "example": {"message": "Missing or invalid bearer token."}}},
+}
+READ_UNAUTHORIZED = {
+    **UNAUTHORIZED,
+    "description": "An admin token is configured, the read routes are closed "
+                   "(GRID_AUTH_READ_ROUTES) and the request does not carry the token.",
 }
 
 

@@ -69,7 +69,8 @@ def require_reader(request: Request) -> None:
 
 
 registry = APIRouter(tags=["registry"])
-search = APIRouter(tags=["search"], dependencies=[Depends(require_reader)])
+search = APIRouter(tags=["search"], dependencies=[Depends(require_reader)],
+                   responses={401: doc.READ_UNAUTHORIZED})
 write_guard = [Depends(require_admin)]
 read_guard = [Depends(require_reader)]
 
@@ -152,6 +153,7 @@ async def delete_node(request: Request, gateway: GatewayDep) -> JsonResponse:
                         {"type": "object", "properties": {"grid-nodes": doc.STRINGS},
                          "required": ["grid-nodes"]},
                         {"grid-nodes": ["node1", "node2", "node3"]}),
+        401: doc.READ_UNAUTHORIZED,
         503: doc.UNAVAILABLE,
     },
 )
@@ -172,6 +174,7 @@ async def _choose(gateway: Gateway, encrypted: bool) -> JsonResponse:
     dependencies=read_guard,
     responses={200: doc.answer("[id, address] pairs.", doc.PAIRS,
                                [["node_id1", "node_address1"], ["node_id2", "node_address2"]]),
+               401: doc.READ_UNAUTHORIZED,
                503: doc.UNAVAILABLE},
 )
 async def choose_encrypted_model_host(gateway: GatewayDep) -> JsonResponse:
@@ -184,6 +187,7 @@ async def choose_encrypted_model_host(gateway: GatewayDep) -> JsonResponse:
     dependencies=read_guard,
     responses={200: doc.answer("[id, address] pairs.", doc.PAIRS,
                                [["node_id1", "node_address1"]]),
+               401: doc.READ_UNAUTHORIZED,
                503: doc.UNAVAILABLE},
 )
 async def choose_model_host(gateway: GatewayDep) -> JsonResponse:
