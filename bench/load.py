@@ -101,6 +101,8 @@ class Load:
             if asked is not None and answered is not None:
                 samples.asked.append(asked)
                 samples.answered.append(answered)
+                if answered < asked and 200 <= response.status < 300:
+                    samples.partial += 1
         if response.status == 200 and asked == answered:
             self._check(k, response.body)
 

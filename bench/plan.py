@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
     p.add_argument("--idle", type=float, default=2.0,
                    help="seconds of idle CPU measured after each stack starts (0: skip)")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="before each run, wait up to this many seconds for other processes "
+                        "to use less than 0.1 core")
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request")
     p.add_argument("--hang", type=int, default=0, help="hung nodes in each fleet")
     p.add_argument("--search-workers", type=int, default=1, help="search worker processes")

@@ -14,6 +14,8 @@ from bench.stats import RunResult
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CPU_GROUPS = ("broker", "api", "registry", "search", "fleet", "client", "other", "machine")
+# A run is flagged when processes outside the benchmark took more than this share of the CPU.
+NOISY_SHARE = 0.25
 
 
 def machine() -> dict[str, Any]:
@@ -76,6 +78,12 @@ def _cpu_ms(result: RunResult, group: str) -> str:
     return "-" if value is None else f"{value * 1000:.2f}"
 
 
+def noisy(result: RunResult) -> bool:
+    other = result.cpu_s_per_request.get("other")
+    machine = result.cpu_s_per_request.get("machine")
+    return bool(other and machine and other > NOISY_SHARE * machine)
+
+
 def _nodes(result: RunResult) -> str:
     if not result.nodes:
         return "-"
@@ -83,22 +91,28 @@ def _nodes(result: RunResult) -> str:
 
 
 HEADER = (f"{'target':<7} {'route':<16} {'N':>6} {'c':>3} {'req/s':>7} {'p50':>7} {'p90':>7} "
-          f"{'p99':>7} {'max':>7} {'err':>4} {'bad':>4} {'asked':>6} {'answ':>6} |"
-          + " ".join(f"{g[:7]:>7}" for g in CPU_GROUPS))
+          f"{'p99':>7} {'max':>7} {'err':>4} {'part':>4} {'bad':>4} {'asked':>6} {'answ':>6} |"
+          + " ".join(f"{g[:7]:>7}" for g in CPU_GROUPS) + "  !")
 
 
 def row(result: RunResult) -> str:
     return (f"{result.target:<7} {result.route:<16} {_nodes(result):>6} {result.concurrency:>3} "
             f"{result.rps:>7.1f} {_num(result.p50_ms):>7} {_num(result.p90_ms):>7} "
             f"{_num(result.p99_ms):>7} {_num(result.max_ms):>7} {result.errors:>4} "
-            f"{result.mismatches:>4} {_num(result.asked_mean):>6} {_num(result.answered_mean):>6} |"
-            + " ".join(f"{_cpu_ms(result, g):>7}" for g in CPU_GROUPS))
+            f"{result.partial:>4} {result.mismatches:>4} {_num(result.asked_mean):>6} "
+            f"{_num(result.answered_mean):>6} |"
+            + " ".join(f"{_cpu_ms(result, g):>7}" for g in CPU_GROUPS)
+            + ("  !" if noisy(result) else ""))
 
 
 def table(results: list[RunResult]) -> str:
     lines = ["latency in ms | CPU ms per request (N 100h1: 100 nodes, one hung)", HEADER,
              "-" * len(HEADER)]
-    return "\n".join(lines + [row(result) for result in results])
+    lines += [row(result) for result in results]
+    if any(map(noisy, results)):
+        lines.append(f"! other processes used more than {NOISY_SHARE:.0%} of the machine's CPU "
+                     "during the run: its figures are not reliable")
+    return "\n".join(lines)
 
 
 def side_by_side(results: list[RunResult]) -> str:

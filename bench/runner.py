@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import cpu, report
 from bench.load import Load, LoadSpec
@@ -30,6 +31,9 @@ class Target:
     check: bool = False  # answers are known: this benchmark started the fleet
 
 
+QUIET_CORES = 0.1  # "quiet": other processes busy less than this many cores
+
+
 @dataclass
 class Session:
     """One invocation: options, where results go, what was measured so far."""
@@ -40,6 +44,10 @@ class Session:
     meta: dict[str, Any]
     results: list[RunResult] = field(default_factory=list)
     progress: report.Progress = field(default_factory=report.Progress)
+
+    def cpu_groups(self, target: Target) -> dict[str, list[int]]:
+        port = urlsplit(self.args.amqp_url).port or 5672
+        return {**target.pids, "broker": cpu.broker_pids(port), "client": [os.getpid()]}
 
     def add(self, result: RunResult) -> None:
         self.results.append(result)
@@ -98,11 +106,11 @@ async def idle_baseline(session: Session, scenario: Scenario, target: Target) ->
     seconds = session.args.idle
     if seconds <= 0:
         return
-    groups = {**target.pids, "broker": cpu.broker_pids(), "client": [os.getpid()]}
+    groups = session.cpu_groups(target)
     session.progress.update(f"[{scenario.label}] measuring idle CPU for {seconds:g} s")
-    before = cpu.snapshot_all(groups)
+    before = cpu.snapshot(groups)
     await asyncio.sleep(seconds)
-    after = cpu.snapshot_all(groups)
+    after = cpu.snapshot(groups)
     rates = {name: None if value is None else round(value * 1000 / seconds, 2)
              for name, value in cpu.per_request(before, after, 1).items()}
     session.meta.setdefault("idle_cpu_ms_per_s", {})[scenario.label] = rates
@@ -122,17 +130,18 @@ def _spec(session: Session, target: Target, run: RunSpec) -> LoadSpec:
 async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:
     label = f"[{target.name} {run.route} N={target.nodes or '-'} c={run.concurrency}]"
     load = Load(_spec(session, target, run), target.url)
-    groups = {**target.pids, "broker": cpu.broker_pids(), "client": [os.getpid()]}
+    groups = session.cpu_groups(target)
+    await settle(session, groups, label)
     try:
         session.progress.update(f"{label} warming up")
         await load.warm_up()
-        before = cpu.snapshot_all(groups)
+        before = cpu.snapshot(groups)
         ticker = asyncio.create_task(_tick(session.progress, label, load))
         try:
             samples, elapsed = await load.measure()
         finally:
             ticker.cancel()
-        after = cpu.snapshot_all(groups)
+        after = cpu.snapshot(groups)
     finally:
         await load.close()
     result = summarise(samples, elapsed,
@@ -143,6 +152,19 @@ async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:
                           f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
                           f"errors {result.errors}, wrong answers {result.mismatches}")
     return result
+
+
+async def settle(session: Session, groups: dict[str, list[int]], label: str) -> None:
+    """With ``--settle S``, wait up to S seconds for other processes to leave the CPU alone."""
+    deadline = time.monotonic() + session.args.settle
+    while time.monotonic() < deadline:
+        before = cpu.snapshot(groups)
+        await asyncio.sleep(1.0)
+        other = cpu.per_request(before, cpu.snapshot(groups), 1).get("other") or 0.0
+        if other < QUIET_CORES:
+            return
+        session.progress.update(f"{label} waiting for a quiet machine: other processes "
+                                f"busy {other:.2f} cores")
 
 
 async def _tick(progress: report.Progress, label: str, load: Load) -> None:

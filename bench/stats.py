@@ -17,6 +17,7 @@ class Samples:
     exceptions: Counter = field(default_factory=Counter)
     asked: list[int] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
+    partial: int = 0  # 2xx search answers from fewer nodes than were asked
     checked: int = 0
     mismatches: int = 0
 
@@ -59,6 +60,7 @@ class RunResult:
     errors: int
     statuses: dict[str, int]
     exceptions: dict[str, int]
+    partial: int
     checked: int
     mismatches: int
     asked_mean: float | None
@@ -86,6 +88,7 @@ def summarise(samples: Samples, elapsed_s: float, cpu: dict[str, float | None],
         errors=samples.errors,
         statuses={str(k): v for k, v in sorted(samples.statuses.items())},
         exceptions=dict(samples.exceptions),
+        partial=samples.partial,
         checked=samples.checked,
         mismatches=samples.mismatches,
         asked_mean=_mean(samples.asked),
