@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from bench import inventory as inv
 from services.node.sdk import GridNode
@@ -32,7 +32,7 @@ log = logging.getLogger("bench.fleet")
 class HungNode(GridNode):
     """A node that heartbeats and receives every broadcast, but never answers one."""
 
-    async def _on_query(self, message: AbstractIncomingMessage) -> None:
+    async def _on_query(self, message: DeliveredMessage) -> None:
         return None
 
 

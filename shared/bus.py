@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from shared.errors import BusUnavailable
 from shared.settings import BaseGridSettings
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 3.0
+RawHandler = Callable[[DeliveredMessage], Awaitable[None]]
 
 
 class Bus:
@@ -35,6 +39,8 @@ class Bus:
         self.confirmed: AbstractChannel | None = None
         self.fast: AbstractChannel | None = None
         self._on_lost: list[Callable[[], None]] = []
+        # consumer tag -> (queue, handler) of the raw consumers on ``fast``
+        self._raw: dict[str, tuple[str, RawHandler]] = {}
         self._closed = False
         # False from a drop until aio-pika has restored every channel, queue,
         # binding and consumer on the new connection.
@@ -83,6 +89,9 @@ class Bus:
             publisher_confirms=True, on_return_raises=True
         )
         self.fast = await self.connection.channel(publisher_confirms=False)
+        # aio-pika restores its own consumers; the raw ones are renewed here, after
+        # the channel (and the queues declared on it) is back.
+        self.fast.reopen_callbacks.add(self._renew_raw_consumers)
         self._restored = True
 
     async def connect_with_retry(self, stop: asyncio.Event | None = None) -> None:
@@ -105,6 +114,45 @@ class Bus:
         if prefetch:
             await channel.set_qos(prefetch_count=prefetch)
         return channel
+
+    # --- the hot path: straight through aiormq ------------------------------------
+
+    async def consume_raw(self, queue: str, handler: RawHandler) -> str:
+        """Consume ``queue`` on ``fast`` without acks, handing aiormq's messages to ``handler``.
+
+        For the busiest consumers (node queries, node replies, RPC replies): aio-pika
+        builds a message object and a second task per delivery, the largest cost of
+        such a consumer. The subscription is renewed whenever the channel reopens.
+        Returns the consumer tag.
+        """
+        tag = f"raw.{uuid.uuid4().hex}"
+        self._raw[tag] = (queue, handler)
+        await self._subscribe_raw(tag)
+        return tag
+
+    async def cancel_raw(self, tag: str) -> None:
+        if self._raw.pop(tag, None) is not None and self.ready:
+            underlay = await self.fast.get_underlay_channel()
+            await underlay.basic_cancel(tag)
+
+    async def publish_raw(self, body: bytes, routing_key: str, properties: Basic.Properties,
+                          exchange: str = "") -> None:
+        """Publish on ``fast`` (no confirm) without building an aio-pika Message."""
+        underlay = await self.fast.get_underlay_channel()
+        await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                     properties=properties)
+
+    async def _subscribe_raw(self, tag: str) -> None:
+        queue, handler = self._raw[tag]
+        underlay = await self.fast.get_underlay_channel()
+        await underlay.basic_consume(queue, handler, no_ack=True, consumer_tag=tag)
+
+    async def _renew_raw_consumers(self, *_: object) -> None:
+        for tag in list(self._raw):
+            try:
+                await self._subscribe_raw(tag)
+            except Exception as exc:  # noqa: BLE001 - the next reopen tries again
+                log.error("cannot renew a consumer", extra={"error": str(exc)})
 
     def _connection_lost(self, *_: object) -> None:
         self._restored = False

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from shared import codec
@@ -62,13 +64,29 @@ request_deadline: ContextVar[float | None] = ContextVar("request_deadline", defa
 
 
 def deadline_of(message: AbstractIncomingMessage) -> float | None:
-    deadline = (message.headers or {}).get(DEADLINE_HEADER)
+    return deadline_in(message.headers)
+
+
+def deadline_in(headers: dict | None) -> float | None:
+    """The deadline (epoch seconds) carried by message headers, None if there is none."""
+    deadline = (headers or {}).get(DEADLINE_HEADER)
     return deadline / 1000 if isinstance(deadline, int) else None
 
 
-def past_deadline(message: AbstractIncomingMessage) -> bool:
-    deadline = deadline_of(message)
+def expired(headers: dict | None) -> bool:
+    deadline = deadline_in(headers)
     return deadline is not None and time.time() > deadline
+
+
+def reply_properties(correlation_id: str | None, headers: dict | None = None,
+                     user_id: str | None = None) -> Basic.Properties:
+    """Properties of a reply: JSON, transient, matched to its request by correlation id."""
+    return Basic.Properties(content_type=codec.CONTENT_TYPE, correlation_id=correlation_id,
+                            headers=headers, user_id=user_id, delivery_mode=1)
+
+
+def past_deadline(message: AbstractIncomingMessage) -> bool:
+    return expired(message.headers)
 
 
 class RpcClient:
@@ -90,10 +108,8 @@ class RpcClient:
     async def start(self) -> None:
         channel = self.bus.fast
         assert channel is not None, "connect the bus first"
-        queue = await channel.declare_queue(
-            self.reply_queue_name, exclusive=True, auto_delete=True
-        )
-        await queue.consume(self._on_reply, no_ack=True)
+        await channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
+        await self.bus.consume_raw(self.reply_queue_name, self._on_reply)
 
     async def call(self, queue: str, op: str, request: BaseModel, reply_model: type[R],
                    deadline_s: float) -> R:
@@ -143,8 +159,8 @@ class RpcClient:
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"cannot publish to the message broker: {exc}") from None
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        future = self._pending.get(message.header.properties.correlation_id or "")
         if future is None or future.done():
             self.stray_replies += 1
             return
@@ -274,13 +290,5 @@ class RpcServer:
     async def _reply(self, message: AbstractIncomingMessage, reply: dict) -> None:
         if not message.reply_to or self.bus.fast is None:
             return
-        await self.bus.fast.default_exchange.publish(
-            aio_pika.Message(
-                codec.dumps(reply),
-                content_type=codec.CONTENT_TYPE,
-                correlation_id=message.correlation_id,
-                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            ),
-            routing_key=message.reply_to,
-            mandatory=False,
-        )
+        await self.bus.publish_raw(codec.dumps(reply), message.reply_to,
+                                   reply_properties(message.correlation_id))

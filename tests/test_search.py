@@ -128,9 +128,10 @@ class GarbageNode(GridNode):
     """Answers every query with bytes that are not JSON."""
 
     async def _on_query(self, message) -> None:
+        properties = message.header.properties  # the SDK consumes through aiormq
         await self.bus.fast.default_exchange.publish(
-            aio_pika.Message(b"\xff\x00 not json", correlation_id=message.correlation_id),
-            routing_key=message.reply_to)
+            aio_pika.Message(b"\xff\x00 not json", correlation_id=properties.correlation_id),
+            routing_key=properties.reply_to)
 
 
 async def test_garbage_node_is_ignored(harness: Harness, network: Gateway, settings) -> None:
@@ -228,10 +229,11 @@ class FloodNode(GridNode):
 
     async def _on_query(self, message) -> None:
         reply = codec.dumps(NodeReply(node_id=self.node_id, models=["flood-model"], match=True))
+        properties = message.header.properties
         for _ in range(300):
             await self.bus.fast.default_exchange.publish(
-                aio_pika.Message(reply, correlation_id=message.correlation_id),
-                routing_key=message.reply_to)
+                aio_pika.Message(reply, correlation_id=properties.correlation_id),
+                routing_key=properties.reply_to)
 
 
 async def test_flooding_node_is_counted_once(harness: Harness, network: Gateway, settings) -> None:

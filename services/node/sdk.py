@@ -19,9 +19,9 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
-import aio_pika
 import httpx
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractQueue
+from aiormq.abc import DeliveredMessage
 
 from services.node.inventory import Inventory
 from shared import codec
@@ -30,7 +30,7 @@ from shared.contracts import Heartbeat, NodeQuery, NodeReply
 from shared.errors import InvalidRequest
 from shared.liveness import EventPublisher
 from shared.logs import REQUEST_ID_HEADER, request_id
-from shared.rpc import past_deadline
+from shared.rpc import expired, reply_properties
 from shared.settings import NodeSettings
 from shared.topology import Names, declare_node_queue
 
@@ -67,7 +67,7 @@ class GridNode:
         await self.events.start()
         self._queue = await declare_node_queue(self.bus.fast, self.names, self.node_id,
                                                self.settings.node_queue_ttl_s)
-        self._consumer_tag = await self._queue.consume(self._on_query, no_ack=True)
+        self._consumer_tag = await self.bus.consume_raw(self._queue.name, self._on_query)
         if join:
             await self.join()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever())
@@ -83,9 +83,9 @@ class GridNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         tag, self._consumer_tag = self._consumer_tag, None
-        if self._queue is not None and tag is not None and self.bus.ready:
+        if tag is not None:
             with contextlib.suppress(Exception):  # the channel may be gone already
-                await asyncio.wait_for(self._queue.cancel(tag), self.settings.connect_timeout_s)
+                await asyncio.wait_for(self.bus.cancel_raw(tag), self.settings.connect_timeout_s)
         if leave:
             await self.leave()
         if self._own_bus:
@@ -123,10 +123,12 @@ class GridNode:
                 await self.events.publish(beat)
             await asyncio.sleep(self.settings.heartbeat_s)
 
-    async def _on_query(self, message: AbstractIncomingMessage) -> None:
-        if not message.reply_to or past_deadline(message):
+    async def _on_query(self, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        headers = properties.headers
+        if not properties.reply_to or expired(headers):
             return
-        rid = str((message.headers or {}).get(REQUEST_ID_HEADER, ""))
+        rid = str((headers or {}).get(REQUEST_ID_HEADER, ""))
         request_id.set(rid)
         try:
             query = codec.decode(NodeQuery, message.body)
@@ -140,16 +142,9 @@ class GridNode:
         except Exception:
             log.exception("the query handler failed", extra={"op": query.op})
             return
-        await self.bus.fast.default_exchange.publish(
-            aio_pika.Message(
-                codec.dumps(reply),
-                content_type=codec.CONTENT_TYPE,
-                correlation_id=message.correlation_id,
-                headers={REQUEST_ID_HEADER: rid},
-                user_id=self.bus.user,
-                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            ),
-            routing_key=message.reply_to,
+        await self.bus.publish_raw(
+            codec.dumps(reply), properties.reply_to,
+            reply_properties(properties.correlation_id, {REQUEST_ID_HEADER: rid}, self.bus.user),
         )
         self.queries_answered += 1
         if log.isEnabledFor(logging.INFO):

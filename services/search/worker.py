@@ -12,8 +12,8 @@ import logging
 import time
 import uuid
 
-import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -76,15 +76,13 @@ class SearchWorker:
         self.reply_queue = self.names.reply_queue("search", uuid.uuid4().hex[:12])
         self._gathers: dict[str, Gather] = {}
         self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
-        self._broadcast: AbstractExchange | None = None
         self._refresher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.bus.connect()
-        self._broadcast = await declare_broadcast(self.bus.fast, self.names)
-        replies = await self.bus.fast.declare_queue(self.reply_queue, exclusive=True,
-                                                    auto_delete=True)
-        await replies.consume(self._on_node_reply, no_ack=True)
+        await declare_broadcast(self.bus.fast, self.names)
+        await self.bus.fast.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
+        await self.bus.consume_raw(self.reply_queue, self._on_node_reply)
         await self.registry.start()
         await subscribe_events(self.bus, self.names, self.membership.on_event,
                                self.membership.on_heartbeat)
@@ -153,19 +151,19 @@ class SearchWorker:
         self._gathers[correlation_id] = gather
         timeout = self.settings.search_timeout_s
         try:
-            await self._broadcast.publish(
-                aio_pika.Message(
-                    codec.dumps(query),
+            await self.bus.publish_raw(
+                codec.dumps(query), "",
+                Basic.Properties(
                     content_type=codec.CONTENT_TYPE,
-                    type=NODE_QUERY,
+                    message_type=NODE_QUERY,
                     correlation_id=correlation_id,
                     reply_to=self.reply_queue,
-                    expiration=timeout,
+                    expiration=str(int(timeout * 1000)),
                     headers={DEADLINE_HEADER: deadline_after(timeout),
                              REQUEST_ID_HEADER: request_id.get()},
-                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                    delivery_mode=1,
                 ),
-                routing_key="",
+                exchange=self.names.broadcast_exchange,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(gather.done), timeout)
@@ -184,8 +182,9 @@ class SearchWorker:
             log.info("search deadline passed", extra={
                 "op": query.op, "asked": result.asked, "answered": result.answered})
 
-    async def _on_node_reply(self, message: AbstractIncomingMessage) -> None:
-        gather = self._gathers.get(message.correlation_id or "")
+    async def _on_node_reply(self, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        gather = self._gathers.get(properties.correlation_id or "")
         if gather is None:
             self.metrics.replies_dropped.labels("late").inc()
             return
@@ -194,7 +193,7 @@ class SearchWorker:
         except (ValidationError, ValueError):
             self.metrics.replies_dropped.labels("malformed").inc()
             return
-        if self.settings.verify_node_user and message.user_id != reply.node_id:
+        if self.settings.verify_node_user and properties.user_id != reply.node_id:
             self.metrics.replies_dropped.labels("impostor").inc()
             return
         if not gather.add(reply):
