@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hang", type=int, default=0, help="hung nodes in each fleet")
     p.add_argument("--search-workers", type=int, default=1, help="search worker processes")
     p.add_argument("--fleet-processes", type=int, default=0,
-                   help="fleet processes (0: one per 250 nodes, at least 2 above 20 nodes)")
+                   help="fleet processes (0: one per 250 nodes, at least 2)")
     p.add_argument("--fleet-connections", type=int, default=2,
                    help="AMQP connections per fleet process")
     p.add_argument("--join-concurrency", type=int, default=8,

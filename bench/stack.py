@@ -49,8 +49,9 @@ class StackConfig:
 
     def fleet_split(self) -> list[tuple[int, int]]:
         """(first index, count) of each fleet process."""
-        count = self.fleet_processes or (
-            1 if self.nodes <= 20 else max(2, math.ceil(self.nodes / NODES_PER_FLEET_PROCESS)))
+        # At least two, so a fleet's replies are computed on both cores of a small
+        # machine, as real nodes on their own machines would answer in parallel.
+        count = self.fleet_processes or max(2, math.ceil(self.nodes / NODES_PER_FLEET_PROCESS))
         count = max(1, min(count, self.nodes))
         bounds = [self.nodes * p // count for p in range(count + 1)]
         return [(bounds[p], bounds[p + 1] - bounds[p]) for p in range(count)]

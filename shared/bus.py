@@ -23,6 +23,7 @@ from pamqp.commands import Basic
 
 from shared.errors import BusUnavailable
 from shared.settings import BaseGridSettings
+from shared.transport import connect_robust
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 3.0
@@ -71,11 +72,7 @@ class Bus:
         """Connect once, raising BusUnavailable if the broker does not answer in time."""
         try:
             self.connection = await asyncio.wait_for(
-                aio_pika.connect_robust(
-                    self.settings.amqp_url,
-                    client_properties={"connection_name": self.client_name},
-                    reconnect_interval=1.0,
-                ),
+                connect_robust(self.settings.amqp_url, self.client_name, reconnect_interval_s=1.0),
                 timeout=self.settings.connect_timeout_s,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
