@@ -62,6 +62,12 @@ class DeadlineExceeded(GridError):
     type = "deadline_exceeded"
 
 
+class Overloaded(GridError):
+    """The search worker cannot start this search in time: too many node queries in flight."""
+
+    type = "overloaded"
+
+
 class RemoteError(GridError):
     """A worker failed in an unexpected way."""
 
@@ -78,6 +84,7 @@ _KNOWN = {
         BusUnavailable,
         NoConsumer,
         DeadlineExceeded,
+        Overloaded,
     )
 }
 

@@ -40,6 +40,9 @@ from shared.topology import Names, declare_work_queue
 
 log = logging.getLogger(__name__)
 DEADLINE_HEADER = "x-deadline-ms"
+# When the caller sent the request (ms since the epoch): a worker can count the
+# time a request spent queued against a budget of its own.
+SENT_HEADER = "x-sent-ms"
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -53,7 +56,8 @@ def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, ti
         correlation_id=correlation_id,
         reply_to=reply_to,
         expiration=max(timeout, 0.001),
-        headers={DEADLINE_HEADER: deadline_after(timeout), **(headers or {})},
+        headers={DEADLINE_HEADER: deadline_after(timeout), SENT_HEADER: deadline_after(0),
+                 **(headers or {})},
         delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
     )
 
@@ -61,6 +65,8 @@ def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, ti
 # The deadline (epoch seconds) of the request a handler is serving, None if it has none:
 # a handler whose effect must not land after the caller gave up checks it before committing.
 request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+# When the caller sent that request (epoch seconds), None if it did not say.
+request_sent: ContextVar[float | None] = ContextVar("request_sent", default=None)
 
 
 def deadline_of(message: AbstractIncomingMessage) -> float | None:
@@ -242,6 +248,8 @@ class RpcServer:
             self._in_flight.add(task)
         request_id.set(str((message.headers or {}).get(REQUEST_ID_HEADER, "")))
         request_deadline.set(deadline_of(message))
+        sent = (message.headers or {}).get(SENT_HEADER)
+        request_sent.set(sent / 1000 if isinstance(sent, int) else None)
         started = time.perf_counter()
         op = message.type or ""
         try:

@@ -80,6 +80,11 @@ class SearchSettings(BaseGridSettings):
 
     search_timeout_s: float = Field(default=2.0, gt=0)
     prefetch: int = Field(default=64, ge=1)
+    # Node queries (searches x live nodes) one worker keeps in flight. Beyond it a
+    # search waits for room, and is refused (503) if it could not finish before
+    # its caller's deadline: an overloaded fleet then answers some searches fully
+    # instead of every search with nobody. A search larger than this runs alone.
+    search_max_node_queries: int = Field(default=2000, ge=1)
     # How often the worker re-reads the node list from the registry, to heal
     # any membership event it missed.
     membership_refresh_s: float = Field(default=30.0, gt=0)

@@ -18,6 +18,7 @@ from shared.errors import (
     InvalidRequest,
     NoConsumer,
     NotFound,
+    Overloaded,
     StoreUnavailable,
 )
 
@@ -48,12 +49,14 @@ _STATUS = {
     BusUnavailable: 503,
     NoConsumer: 503,
     DeadlineExceeded: 503,
+    Overloaded: 503,
 }
 _FIXED_MESSAGE = {
     Conflict: ALREADY_REGISTERED,
     NotFound: NOT_FOUND,
     StoreUnavailable: "The node store is unavailable; try again shortly.",
     DeadlineExceeded: "The gateway's workers did not answer in time; try again shortly.",
+    Overloaded: "The gateway is busy with other searches; try again shortly.",
 }
 
 

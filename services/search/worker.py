@@ -17,6 +17,7 @@ from pamqp.commands import Basic
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
+from services.search.budget import QueryBudget
 from services.search.gather import Gather, aggregate
 from services.search.membership import Membership
 from shared import codec
@@ -31,15 +32,24 @@ from shared.contracts import (
     NodeReply,
     SearchResult,
 )
-from shared.errors import GridError
+from shared.errors import GridError, Overloaded
 from shared.liveness import subscribe_events
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.metrics import LATENCY_BUCKETS, WorkerMetrics
-from shared.rpc import DEADLINE_HEADER, Operation, RpcClient, RpcServer
+from shared.rpc import (
+    DEADLINE_HEADER,
+    Operation,
+    RpcClient,
+    RpcServer,
+    request_deadline,
+    request_sent,
+)
 from shared.settings import SearchSettings
 from shared.topology import Names, declare_broadcast
 
 log = logging.getLogger(__name__)
+# Time left for a search's answer to travel back to the client after the gather.
+RETURN_ALLOWANCE_S = 0.02
 
 
 class SearchMetrics(WorkerMetrics):
@@ -57,6 +67,9 @@ class SearchMetrics(WorkerMetrics):
         self.coalesced = Counter("grid_search_coalesced_total",
                                  "Searches answered by an identical search already in flight.",
                                  registry=self.registry)
+        self.overloaded = Counter("grid_search_overloaded_total",
+                                  "Searches refused: no room in the node-query budget in time.",
+                                  registry=self.registry)
 
 
 class SearchWorker:
@@ -76,6 +89,7 @@ class SearchWorker:
         self.reply_queue = self.names.reply_queue("search", uuid.uuid4().hex[:12])
         self._gathers: dict[str, Gather] = {}
         self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
+        self.budget = QueryBudget(settings.search_max_node_queries)
         self._refresher: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -146,10 +160,40 @@ class SearchWorker:
         gather = Gather(expected)
         if not expected:
             return aggregate(query, gather)
+        try:
+            async with self.budget.take(len(expected), self._may_wait_s()):
+                return await self._broadcast_and_gather(query, gather)
+        except Overloaded:
+            self.metrics.overloaded.inc()
+            log.warning("search refused: node-query budget full",
+                        extra={"op": query.op, "in_use": self.budget.in_use})
+            raise
+
+    def _may_wait_s(self) -> float:
+        """How long a search may wait for budget and still finish before its caller gives up."""
+        deadline = request_deadline.get()
+        if deadline is None:
+            return self.settings.search_timeout_s
+        return deadline - time.time() - self.settings.search_timeout_s / 2
+
+    def _gather_timeout_s(self) -> float:
+        """The search deadline, less the time the request already spent queued.
+
+        Searches answer within ``search_timeout_s`` as their client sees it, not
+        as the worker does; a search that queued long still gets half of it.
+        """
+        timeout = self.settings.search_timeout_s
+        sent = request_sent.get()
+        if sent is None:
+            return timeout
+        queued = max(time.time() - sent, 0.0)
+        return max(timeout - queued - RETURN_ALLOWANCE_S, timeout / 2)
+
+    async def _broadcast_and_gather(self, query: NodeQuery, gather: Gather) -> SearchResult:
         started = time.perf_counter()
         correlation_id = uuid.uuid4().hex
         self._gathers[correlation_id] = gather
-        timeout = self.settings.search_timeout_s
+        timeout = self._gather_timeout_s()
         try:
             await self.bus.publish_raw(
                 codec.dumps(query), "",
