@@ -5,6 +5,10 @@ restores its channels, queues, bindings and consumers by itself) and two
 channels: ``confirmed`` for requests into work queues, where a publish must
 not be lost, and ``fast`` (no publisher confirms) for replies, broadcasts and
 events, which are covered by their caller's deadline instead.
+
+The busiest consumers and publishers (node queries and replies, RPC replies,
+broadcasts) go straight through aiormq under ``fast`` (``consume_raw``,
+``publish_raw``); the bus renews those subscriptions itself after a reconnect.
 """
 
 from __future__ import annotations
@@ -134,10 +138,17 @@ class Bus:
 
     async def publish_raw(self, body: bytes, routing_key: str, properties: Basic.Properties,
                           exchange: str = "") -> None:
-        """Publish on ``fast`` (no confirm) without building an aio-pika Message."""
-        underlay = await self.fast.get_underlay_channel()
-        await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
-                                     properties=properties)
+        """Publish on ``fast`` (no confirm) without building an aio-pika Message.
+
+        Waits for a reconnect in progress no longer than ``connect_timeout_s``.
+        """
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                underlay = await self.fast.get_underlay_channel()
+                await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                             properties=properties)
+        except TimeoutError:
+            raise BusUnavailable("the message broker connection is not back yet") from None
 
     async def _subscribe_raw(self, tag: str) -> None:
         queue, handler = self._raw[tag]

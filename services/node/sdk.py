@@ -27,7 +27,7 @@ from services.node.inventory import Inventory
 from shared import codec
 from shared.bus import Bus
 from shared.contracts import Heartbeat, NodeQuery, NodeReply
-from shared.errors import InvalidRequest
+from shared.errors import GridError, InvalidRequest
 from shared.liveness import EventPublisher
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.rpc import expired, reply_properties
@@ -142,10 +142,15 @@ class GridNode:
         except Exception:
             log.exception("the query handler failed", extra={"op": query.op})
             return
-        await self.bus.publish_raw(
-            codec.dumps(reply), properties.reply_to,
-            reply_properties(properties.correlation_id, {REQUEST_ID_HEADER: rid}, self.bus.user),
-        )
+        try:
+            await self.bus.publish_raw(
+                codec.dumps(reply), properties.reply_to,
+                reply_properties(properties.correlation_id, {REQUEST_ID_HEADER: rid},
+                                 self.bus.user),
+            )
+        except GridError as exc:  # the broker is away: the search's deadline covers it
+            log.warning("could not send a reply", extra={"error": exc.message})
+            return
         self.queries_answered += 1
         if log.isEnabledFor(logging.INFO):
             log.info("answered", extra={"node_id": self.node_id, "op": query.op})
