@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.harness import Harness
+from tests.harness import Harness, eventually
 
 ALICE = {"node-id": "alice", "node-address": "http://alice:5000"}
 CONNECTED = {"message": "Successfully Connected!"}
@@ -170,7 +170,12 @@ async def test_n_replica_setting(harness: Harness) -> None:
 
 async def test_no_registry_worker_is_a_fast_503(harness: Harness) -> None:
     gateway = await harness.gateway(registries=0, wait=False)
-    await gateway.wait_search_sees(0)  # the API has checked the queues' consumers
+    watch = gateway.api.app.state.gateway
+
+    async def counted() -> bool:  # the API's consumer watch has seen the empty queue
+        return watch.consumers.get(watch.names.registry_queue) == 0
+
+    await eventually(counted)
     started = time.monotonic()
     response = await gateway.client.post("/join", json=ALICE)
     assert response.status_code == 503
