@@ -76,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet-processes", type=int, default=0,
                    help="fleet processes (0: one per 250 nodes, at least 2)")
     p.add_argument("--fleet-connections", type=int, default=2,
-                   help="AMQP connections per fleet process")
+                   help="AMQP connections (sdk) or channels (wire) per fleet process")
+    p.add_argument("--fleet-client", choices=["wire", "sdk"], default="wire",
+                   help="the simulated nodes' AMQP client: bench.wire, or the node SDK")
     p.add_argument("--join-concurrency", type=int, default=8,
                    help="nodes joining at once, per fleet process")
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",

@@ -84,7 +84,8 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
     config = StackConfig(
         amqp_url=args.amqp_url, nodes=scenario.nodes, hang=scenario.hang,
         search_workers=args.search_workers, fleet_processes=args.fleet_processes,
-        fleet_connections=args.fleet_connections, join_concurrency=args.join_concurrency,
+        fleet_connections=args.fleet_connections, fleet_client=args.fleet_client,
+        join_concurrency=args.join_concurrency,
         keep_logs=args.keep_logs)
     stack = LocalStack(config)
     session.progress.update(f"[{scenario.label}] starting the gateway and "

@@ -43,6 +43,7 @@ class StackConfig:
     search_workers: int = 1
     fleet_processes: int = 0  # 0: picked from the fleet size
     fleet_connections: int = 2
+    fleet_client: str = "wire"  # or "sdk": the node SDK's GridNode
     join_concurrency: int = 8
     keep_logs: bool = False
     ready_timeout_s: float = 30.0
@@ -127,6 +128,7 @@ class LocalStack:
             args = ["--first", str(first), "--count", str(count),
                     "--total", str(self.config.nodes), "--hang", ",".join(mine),
                     "--connections", str(self.config.fleet_connections),
+                    "--client", self.config.fleet_client,
                     "--join-concurrency", str(self.config.join_concurrency)]
             child = await procs.spawn(f"fleet-{first}", "fleet", "bench.fleet", args, env,
                                       self._dir, stdout_pipe=True)

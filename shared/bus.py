@@ -18,7 +18,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -54,7 +53,7 @@ class Bus:
     @property
     def user(self) -> str:
         """The broker user of this connection; the broker checks it against ``user_id``."""
-        return unquote(urlsplit(self.settings.amqp_url).username or "guest")
+        return self.settings.amqp_user
 
     @property
     def ready(self) -> bool:

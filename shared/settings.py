@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,11 @@ class BaseGridSettings(BaseSettings):
     # Count a node's replies and heartbeats only when their broker-validated
     # user_id is the node's id (run each node with its own broker user).
     verify_node_user: bool = False
+
+    @property
+    def amqp_user(self) -> str:
+        """The broker user of ``amqp_url``; the broker checks it against ``user_id``."""
+        return unquote(urlsplit(self.amqp_url).username or "guest")
 
 
 class ApiSettings(BaseGridSettings):

@@ -91,6 +91,16 @@ async def declare_events(channel: AbstractChannel, names: Names) -> AbstractExch
     )
 
 
+def node_queue_arguments(message_ttl_s: float) -> dict:
+    """Arguments of a node's queue (transient): TTL, a length cap, expiry when unused."""
+    return {
+        "x-message-ttl": int(message_ttl_s * 1000),
+        "x-max-length": 1000,
+        "x-overflow": "drop-head",
+        "x-expires": 600_000,
+    }
+
+
 async def declare_node_queue(
     channel: AbstractChannel, names: Names, node_id: str, message_ttl_s: float
 ) -> AbstractQueue:
@@ -100,14 +110,7 @@ async def declare_node_queue(
     dead node cannot pile up work, and it disappears after ten idle minutes.
     """
     queue = await channel.declare_queue(
-        names.node_queue(node_id),
-        durable=False,
-        arguments={
-            "x-message-ttl": int(message_ttl_s * 1000),
-            "x-max-length": 1000,
-            "x-overflow": "drop-head",
-            "x-expires": 600_000,
-        },
+        names.node_queue(node_id), durable=False, arguments=node_queue_arguments(message_ttl_s)
     )
     # Bound by name: the gateway declares the exchange; a node needs no right to.
     await queue.bind(names.broadcast_exchange)

@@ -42,6 +42,26 @@ class JoinRefused(Exception):
     """The gateway refused the join (bad id or address, or a missing token)."""
 
 
+def auth_headers(settings: NodeSettings) -> dict[str, str]:
+    token = settings.admin_token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+async def post_join(http: httpx.AsyncClient, settings: NodeSettings, node_id: str,
+                    address: str) -> bool:
+    """POST /join on ``http`` (based at the gateway). False when the id was registered already.
+
+    Raises JoinRefused for any other refusal (bad id or address, a missing token).
+    """
+    body = {"node-id": node_id, "node-address": address}
+    response = await http.post("/join", json=body, headers=auth_headers(settings))
+    if response.status_code == 409:
+        return False
+    if response.status_code != 200:
+        raise JoinRefused(f"{response.status_code}: {response.text}")
+    return True
+
+
 class GridNode:
     """One grid node on the bus. Several nodes may share one :class:`Bus`."""
 
@@ -93,26 +113,17 @@ class GridNode:
 
     # --- gateway over HTTP --------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        token = self.settings.admin_token
-        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-
     async def join(self) -> bool:
         """POST /join. True if registered now, False if the id was registered already."""
-        body = {"node-id": self.node_id, "node-address": self.address}
         async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
-            response = await http.post("/join", json=body, headers=self._headers())
-        if response.status_code == 409:
-            return False
-        if response.status_code != 200:
-            raise JoinRefused(f"{response.status_code}: {response.text}")
-        return True
+            return await post_join(http, self.settings, self.node_id, self.address)
 
     async def leave(self) -> None:
         """DELETE /delete-node (a 404 means it was not registered)."""
         body = {"node-id": self.node_id, "node-address": self.address}
         async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
-            await http.request("DELETE", "/delete-node", json=body, headers=self._headers())
+            await http.request("DELETE", "/delete-node", json=body,
+                               headers=auth_headers(self.settings))
 
     # --- bus ------------------------------------------------------------------
 
