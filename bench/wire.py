@@ -136,7 +136,8 @@ class WireConnection(asyncio.Protocol):
             return
         try:
             async with asyncio.timeout(timeout_s):
-                await self.call(0, commands.Connection.Close(reply_code=200, reply_text="bye"))
+                await self.call(0, commands.Connection.Close(reply_code=200, reply_text="bye",
+                                                                class_id=0, method_id=0))
         except (TimeoutError, WireError):
             pass
         self._transport.close()

@@ -97,6 +97,35 @@ async def test_poison_is_dead_lettered(harness: Harness, amqp_url: str, namespac
     assert (await gateway.client.get("/search-available-tags")).status_code == 200
 
 
+async def test_poison_on_the_broadcast_and_events_paths_harms_nothing(
+        harness: Harness, amqp_url: str, namespace: str) -> None:
+    """Node queues and event queues are no-ack: poison there is logged and dropped, not fatal."""
+    gateway = await harness.gateway()
+    node = await harness.node(gateway, "alice", {"models": ["m"]})
+    await gateway.wait_search_sees(1)
+    answered_before = node.queries_answered
+    names = Names(namespace)
+    connection = await aio_pika.connect(amqp_url)
+    harness._stoppers.append(connection.close)
+    channel = await connection.channel()
+    broadcast = await channel.get_exchange(names.broadcast_exchange)
+    events = await channel.get_exchange(names.events_exchange)
+    replies = await channel.declare_queue(exclusive=True)
+    poison = [b"\xff not json", b"[]", b'{"op": "nonsense"}', b'{"op": "has_model"}']
+    for body in poison:  # to every node queue, with and without a reply_to
+        await broadcast.publish(aio_pika.Message(body, reply_to=replies.name), routing_key="")
+        await broadcast.publish(aio_pika.Message(body), routing_key="")
+    for body in poison:  # to the registry's and search worker's event queues
+        await events.publish(aio_pika.Message(body), routing_key="heartbeat.alice")
+        await events.publish(aio_pika.Message(body), routing_key="node.joined")
+    # every consumer is still there and answers; the node answered none of the poison
+    response = await gateway.client.post("/search-model", json={"model_id": "m"})
+    assert response.json() == [["alice", "http://alice:5000"]]
+    assert (await gateway.client.get("/connected-nodes")).json() == {"grid-nodes": ["alice"]}
+    assert await replies.get(fail=False) is None
+    assert node.queries_answered == answered_before + 1
+
+
 async def test_sigterm_of_a_search_worker_loses_no_request(
         harness: Harness, amqp_url: str, namespace: str) -> None:
     """With requests in flight, SIGTERM one of two search workers: every request is answered."""
