@@ -25,6 +25,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from shared.errors import BusUnavailable
+from shared.frames import Delivery, DirectHandler, deliver_directly
 from shared.settings import BaseGridSettings
 from shared.transport import connect_robust
 
@@ -130,7 +131,27 @@ class Bus:
         await self._subscribe_raw(tag)
         return tag
 
+    async def consume_direct(self, queue: str, handler: DirectHandler) -> str:
+        """Like :meth:`consume_raw`, for a synchronous handler of no-ack replies.
+
+        The frame reader parses each delivery and calls ``handler`` itself
+        (:mod:`shared.frames`): no pamqp objects, no channel queue, no task per
+        message. For the reply queues, where a search reads hundreds of replies.
+        """
+        tag = f"direct.{uuid.uuid4().hex}"
+        deliver_directly(tag, handler)
+
+        async def via_aiormq(message: DeliveredMessage) -> None:  # never used while direct
+            properties = message.header.properties
+            handler(Delivery(message.body, properties.correlation_id, properties.reply_to,
+                             properties.user_id))
+
+        self._raw[tag] = (queue, via_aiormq)
+        await self._subscribe_raw(tag)
+        return tag
+
     async def cancel_raw(self, tag: str) -> None:
+        deliver_directly(tag, None)
         if self._raw.pop(tag, None) is not None and self.ready:
             underlay = await self.fast.get_underlay_channel()
             await underlay.basic_cancel(tag)
@@ -174,6 +195,8 @@ class Bus:
         if self._closed:
             return
         self._closed = True
+        for tag in self._raw:
+            deliver_directly(tag, None)
         # Each close is bounded: a channel whose last command was cancelled midway
         # may never see its close confirmed, and shutdown must not wait on it.
         for channel in (self.fast, self.confirmed):

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from pydantic import BaseModel
 
@@ -35,6 +34,7 @@ from shared.errors import (
     RemoteError,
     from_wire,
 )
+from shared.frames import Delivery
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.topology import Names, declare_work_queue
 
@@ -115,7 +115,7 @@ class RpcClient:
         channel = self.bus.fast
         assert channel is not None, "connect the bus first"
         await channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
-        await self.bus.consume_raw(self.reply_queue_name, self._on_reply)
+        await self.bus.consume_direct(self.reply_queue_name, self._on_reply)
 
     async def call(self, queue: str, op: str, request: BaseModel, reply_model: type[R],
                    deadline_s: float) -> R:
@@ -165,8 +165,8 @@ class RpcClient:
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"cannot publish to the message broker: {exc}") from None
 
-    async def _on_reply(self, message: DeliveredMessage) -> None:
-        future = self._pending.get(message.header.properties.correlation_id or "")
+    def _on_reply(self, message: Delivery) -> None:
+        future = self._pending.get(message.correlation_id or "")
         if future is None or future.done():
             self.stray_replies += 1
             return

@@ -1,4 +1,4 @@
-"""The TCP transport under every bus connection: fewer system calls and awaits per frame.
+"""The TCP transport under every bus connection: frames written in one loop tick go out together.
 
 Writing: aiormq writes each message to the socket on its own, a ``send``
 system call per message. Profiles of a node answering broadcasts and of the
@@ -8,32 +8,23 @@ event-loop iteration are joined and handed to the socket at the end of it, in
 one call, like Nagle's algorithm without its delay: a lone message still
 leaves in the same tick.
 
-Reading: aiormq reads each frame with a lock, a BytesIO and three
-``readexactly`` awaits, so a message (three frames) costs nine awaits before
-pamqp even decodes it. :class:`BufferedFrameReceiver` reads whatever the
-socket has, splits every whole frame out of it at once and hands them out
-without awaiting; it replaces aiormq's receiver in every connection of the
-process (:func:`install_frame_receiver`).
+Reading: see :mod:`shared.frames`, installed by :func:`connect_robust`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
-from collections import deque
 from typing import Any
 
-import aiormq.connection
-import pamqp.frame
 from aio_pika import RobustConnection
 from aio_pika.abc import ConnectionParameter
-from aiormq.connection import FrameReceiver, TransportFactory
-from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
-from pamqp.exceptions import PAMQPException
+from aiormq.connection import TransportFactory
+from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
+from shared.frames import install_frame_receiver
+
 STREAM_LIMIT = 2**16
-FRAME_HEAD = struct.Struct(">BHI")
 
 
 class CoalescingWriter(asyncio.StreamWriter):
@@ -83,58 +74,6 @@ class CoalescingTcpTransport(TransportFactory):
         except OSError as exc:
             raise AMQPConnectionError(*exc.args) from exc
         return reader, CoalescingWriter(transport, protocol, reader, loop)
-
-
-class BufferedFrameReceiver(FrameReceiver):
-    """aiormq's frame source, reading every whole frame of a socket read at once."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        super().__init__(reader)
-        self._buffer = bytearray()
-        self._frames: deque = deque()
-
-    async def get_frame(self) -> Any:
-        """The next ``(size, channel, frame)``; awaits the socket only when none is buffered."""
-        while not self._frames:
-            try:
-                data = await self.reader.read(STREAM_LIMIT)
-            except OSError as exc:
-                raise AMQPConnectionError(f"Server communication error: {exc!r}") from exc
-            if not data:
-                if self._buffer:
-                    raise AMQPConnectionError("Server connection unexpectedly closed "
-                                              "in the middle of a frame")
-                raise StopAsyncIteration
-            self._buffer += data
-            self._split()
-        return self._frames.popleft()
-
-    def _split(self) -> None:
-        buffer, position = self._buffer, 0
-        if not self.started:
-            if buffer.startswith(b"AMQP"):
-                raise ProtocolSyntaxError("Unexpected AMQP protocol header")
-            self.started = True
-        while len(buffer) - position >= 8:
-            size = FRAME_HEAD.unpack_from(buffer, position)[2]
-            end = position + 8 + size
-            if end > len(buffer):
-                break
-            try:
-                self._frames.append(pamqp.frame.unmarshal(bytes(buffer[position:end])))
-            except PAMQPException as exc:
-                raise InvalidFrameError(str(exc)) from exc
-            position = end
-        del buffer[:position]
-
-
-def install_frame_receiver() -> None:
-    """Make aiormq build :class:`BufferedFrameReceiver` for every new connection.
-
-    aiormq names its receiver class at module level and offers no option for
-    it; connections opened through this module install it first.
-    """
-    aiormq.connection.FrameReceiver = BufferedFrameReceiver
 
 
 class GridRobustConnection(RobustConnection):

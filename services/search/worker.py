@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 
-from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
@@ -33,6 +32,7 @@ from shared.contracts import (
     SearchResult,
 )
 from shared.errors import GridError, Overloaded
+from shared.frames import Delivery
 from shared.liveness import subscribe_events
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.metrics import LATENCY_BUCKETS, WorkerMetrics
@@ -96,7 +96,7 @@ class SearchWorker:
         await self.bus.connect()
         await declare_broadcast(self.bus.fast, self.names)
         await self.bus.fast.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
-        await self.bus.consume_raw(self.reply_queue, self._on_node_reply)
+        await self.bus.consume_direct(self.reply_queue, self._on_node_reply)
         await self.registry.start()
         await subscribe_events(self.bus, self.names, self.membership.on_event,
                                self.membership.on_heartbeat)
@@ -226,9 +226,8 @@ class SearchWorker:
             log.info("search deadline passed", extra={
                 "op": query.op, "asked": result.asked, "answered": result.answered})
 
-    async def _on_node_reply(self, message: DeliveredMessage) -> None:
-        properties = message.header.properties
-        gather = self._gathers.get(properties.correlation_id or "")
+    def _on_node_reply(self, message: Delivery) -> None:
+        gather = self._gathers.get(message.correlation_id or "")
         if gather is None:
             self.metrics.replies_dropped.labels("late").inc()
             return
@@ -237,7 +236,7 @@ class SearchWorker:
         except (ValidationError, ValueError):
             self.metrics.replies_dropped.labels("malformed").inc()
             return
-        if self.settings.verify_node_user and properties.user_id != reply.node_id:
+        if self.settings.verify_node_user and message.user_id != reply.node_id:
             self.metrics.replies_dropped.labels("impostor").inc()
             return
         if not gather.add(reply):
