@@ -8,7 +8,9 @@ events, which are covered by their caller's deadline instead.
 
 The busiest consumers and publishers (node queries and replies, RPC replies,
 broadcasts) go straight through aiormq under ``fast`` (``consume_raw``,
-``publish_raw``); the bus renews those subscriptions itself after a reconnect.
+``publish_raw``), and the reply queues further still, parsed inside the frame
+reader (``consume_direct``, see :mod:`shared.frames`); the bus renews those
+subscriptions itself after a reconnect.
 """
 
 from __future__ import annotations
