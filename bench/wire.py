@@ -23,18 +23,26 @@ from urllib.parse import unquote, urlsplit
 
 from pamqp import commands, frame, header, heartbeat
 
-FRAME_END = 0xCE
-METHOD, HEADER, BODY, HEARTBEAT = 1, 2, 3, 8
-DELIVER = (60, 60)
-FRAME_HEAD = struct.Struct(">BHI")
-CLASS_METHOD = struct.Struct(">HH")
-BODY_SIZE_FLAGS = struct.Struct(">QH")
-U32 = struct.Struct(">I")
-HEARTBEAT_FRAME = frame.marshal(heartbeat.Heartbeat(), 0)
+from shared.frames import (
+    BODY,
+    CONTENT_TYPE,
+    CORRELATION_ID,
+    DELIVERY_MODE,
+    FRAME_END,
+    FRAME_HEAD,
+    HEADER,
+    HEADERS,
+    METHOD,
+    U32,
+    USER_ID,
+    ContentProperties,
+    parse_properties,
+)
 
-# Basic property flags, in wire order (AMQP 0-9-1, 4.2.6.1).
-CONTENT_TYPE, CONTENT_ENCODING, HEADERS, DELIVERY_MODE = 0x8000, 0x4000, 0x2000, 0x1000
-PRIORITY, CORRELATION_ID, REPLY_TO, USER_ID = 0x0800, 0x0400, 0x0200, 0x0010
+HEARTBEAT = 8
+DELIVER = (60, 60)
+CLASS_METHOD = struct.Struct(">HH")
+HEARTBEAT_FRAME = frame.marshal(heartbeat.Heartbeat(), 0)
 
 # (channel, consumer tag, reply_to, correlation id, raw headers table, body)
 DeliveryHandler = Callable[[int, str, str, str, bytes, bytes], None]
@@ -77,9 +85,7 @@ def properties(content_type: str, correlation_id: str | None = None,
 class _Delivery:
     tag: str
     size: int
-    reply_to: str = ""
-    correlation_id: str = ""
-    headers: bytes = b""
+    properties: ContentProperties | None = None
     chunks: list[bytes] | None = None
 
 
@@ -235,7 +241,8 @@ class WireConnection(asyncio.Protocol):
         elif kind == HEADER:
             delivery = self._deliveries.get(channel)
             if delivery is not None:
-                self._header(delivery, payload)
+                delivery.properties = parse_properties(payload)
+                delivery.size = delivery.properties.body_size
                 if delivery.size == 0:
                     self._deliver(channel, delivery, b"")
         elif kind == BODY:
@@ -251,35 +258,11 @@ class WireConnection(asyncio.Protocol):
         elif kind == HEARTBEAT:
             self._send(HEARTBEAT_FRAME)
 
-    @staticmethod
-    def _header(delivery: _Delivery, payload: bytes) -> None:
-        """Body size, and the properties a node needs: headers, correlation id, reply_to."""
-        delivery.size, flags = BODY_SIZE_FLAGS.unpack_from(payload, 4)
-        offset = 14
-        if flags & CONTENT_TYPE:
-            offset += 1 + payload[offset]
-        if flags & CONTENT_ENCODING:
-            offset += 1 + payload[offset]
-        if flags & HEADERS:
-            table_length = U32.unpack_from(payload, offset)[0]
-            delivery.headers = payload[offset:offset + 4 + table_length]
-            offset += 4 + table_length
-        if flags & DELIVERY_MODE:
-            offset += 1
-        if flags & PRIORITY:
-            offset += 1
-        if flags & CORRELATION_ID:
-            length = payload[offset]
-            delivery.correlation_id = payload[offset + 1:offset + 1 + length].decode()
-            offset += 1 + length
-        if flags & REPLY_TO:
-            length = payload[offset]
-            delivery.reply_to = payload[offset + 1:offset + 1 + length].decode()
-
     def _deliver(self, channel: int, delivery: _Delivery, body: bytes) -> None:
         del self._deliveries[channel]
-        self.on_delivery(channel, delivery.tag, delivery.reply_to, delivery.correlation_id,
-                         delivery.headers, body)
+        properties = delivery.properties
+        self.on_delivery(channel, delivery.tag, properties.reply_to or "",
+                         properties.correlation_id or "", properties.headers or b"", body)
 
     def _method(self, channel: int, method: commands.Frame) -> None:
         if isinstance(method, commands.Connection.Close):

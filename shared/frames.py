@@ -23,7 +23,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiormq.connection
 import pamqp.frame
@@ -39,6 +39,10 @@ U32 = struct.Struct(">I")
 METHOD, HEADER, BODY = 1, 2, 3
 FRAME_END = 0xCE
 BASIC_DELIVER = b"\x00\x3c\x00\x3c"  # class 60 (basic), method 60 (deliver)
+# Basic property flags, in wire order (AMQP 0-9-1, 4.2.6.1).
+CONTENT_TYPE, CONTENT_ENCODING, HEADERS, DELIVERY_MODE = 0x8000, 0x4000, 0x2000, 0x1000
+PRIORITY, CORRELATION_ID, REPLY_TO, EXPIRATION = 0x0800, 0x0400, 0x0200, 0x0100
+MESSAGE_ID, TIMESTAMP, TYPE, USER_ID = 0x0080, 0x0040, 0x0020, 0x0010
 
 
 @dataclass(slots=True)
@@ -71,37 +75,48 @@ def _shortstr(payload: bytes, offset: int) -> tuple[str, int]:
     return payload[offset + 1:end].decode(errors="replace"), end
 
 
-def parse_properties(payload: bytes) -> tuple[int, str | None, str | None, str | None]:
-    """Body size, correlation_id, reply_to and user_id from a content header frame's payload.
+class ContentProperties(NamedTuple):
+    """What a consumer reads from a content header frame."""
+
+    body_size: int
+    headers: bytes | None  # the encoded field table, length prefix included
+    correlation_id: str | None
+    reply_to: str | None
+    user_id: str | None
+
+
+def parse_properties(payload: bytes) -> ContentProperties:
+    """Body size, headers, correlation_id, reply_to and user_id of a content header payload.
 
     The properties come in flag order (AMQP 0-9-1, 4.2.6.1); those not read
     are skipped by their encoded size.
     """
     size, flags = BODY_SIZE_AND_FLAGS.unpack_from(payload, 4)
     offset = 14
-    correlation_id = reply_to = user_id = None
-    if flags & 0x8000:  # content_type
+    headers = correlation_id = reply_to = user_id = None
+    if flags & CONTENT_TYPE:
         offset += 1 + payload[offset]
-    if flags & 0x4000:  # content_encoding
+    if flags & CONTENT_ENCODING:
         offset += 1 + payload[offset]
-    if flags & 0x2000:  # headers: a field table with a 32-bit length
-        offset += 4 + U32.unpack_from(payload, offset)[0]
-    offset += bool(flags & 0x1000) + bool(flags & 0x0800)  # delivery_mode, priority
-    if flags & 0x0400:
+    if flags & HEADERS:  # a field table with a 32-bit length
+        end = offset + 4 + U32.unpack_from(payload, offset)[0]
+        headers, offset = payload[offset:end], end
+    offset += bool(flags & DELIVERY_MODE) + bool(flags & PRIORITY)
+    if flags & CORRELATION_ID:
         correlation_id, offset = _shortstr(payload, offset)
-    if flags & 0x0200:
+    if flags & REPLY_TO:
         reply_to, offset = _shortstr(payload, offset)
-    if flags & 0x0100:  # expiration
+    if flags & EXPIRATION:
         offset += 1 + payload[offset]
-    if flags & 0x0080:  # message_id
+    if flags & MESSAGE_ID:
         offset += 1 + payload[offset]
-    if flags & 0x0040:  # timestamp
+    if flags & TIMESTAMP:
         offset += 8
-    if flags & 0x0020:  # type
+    if flags & TYPE:
         offset += 1 + payload[offset]
-    if flags & 0x0010:
+    if flags & USER_ID:
         user_id, offset = _shortstr(payload, offset)
-    return size, correlation_id, reply_to, user_id
+    return ContentProperties(size, headers, correlation_id, reply_to, user_id)
 
 
 class _Incoming:
@@ -176,8 +191,9 @@ class BufferedFrameReceiver(FrameReceiver):
         if kind == METHOD:
             return True  # the Deliver: its header and body frames follow
         if kind == HEADER and incoming.size < 0:
-            incoming.size, *properties = parse_properties(frame[7:-1])
-            incoming.properties = tuple(properties)
+            parsed = parse_properties(frame[7:-1])
+            incoming.size = parsed.body_size
+            incoming.properties = (parsed.correlation_id, parsed.reply_to, parsed.user_id)
         elif kind == BODY and incoming.size >= 0:
             incoming.chunks.append(frame[7:-1])
         else:
