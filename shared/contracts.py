@@ -124,6 +124,23 @@ class NodeQuery(Contract):
         return (self.op, self.model_id, tuple(sorted(set(self.tags))) if self.tags else None)
 
 
+class SearchRequest(NodeQuery):
+    """What the API asks the search worker: a query, and how much detail to answer with.
+
+    Only the :class:`NodeQuery` part is broadcast to the nodes.
+    """
+
+    # list_models / list_tags: also answer each node's own names (the status page).
+    per_node: bool = False
+
+    def node_query(self) -> dict:
+        """The broadcast body: the query without the gateway-side options."""
+        return self.model_dump(mode="json", exclude={"per_node"})
+
+    def key(self) -> tuple:
+        return (*super().key(), self.per_node)
+
+
 class EncryptedModelHosts(Contract):
     workers: list[NodePair]
     crypto_provider: NodePair
@@ -153,3 +170,5 @@ class SearchResult(Contract):
     # encrypted_model: the first hosting node by id, and its hosts
     host: NodePair | None = None
     encrypted: EncryptedModelHosts | None = None
+    # list_models / list_tags asked per_node: each answering node's own names, sorted
+    by_node: dict[str, list[str]] = {}

@@ -23,7 +23,7 @@ NAMES = Names("{namespace}")
 # Every message model; the first seven are the ones a node author relies on most.
 MODELS = [
     contracts.NodeQuery, contracts.NodeReply, contracts.MembershipEvent, contracts.Heartbeat,
-    contracts.JoinRequest, contracts.DeleteRequest, contracts.SearchResult,
+    contracts.JoinRequest, contracts.DeleteRequest, contracts.SearchRequest, contracts.SearchResult,
     contracts.Done, contracts.ListRequest, contracts.NodeRecord, contracts.NodeList,
     contracts.ChooseHostsRequest, contracts.HostChoice, contracts.EncryptedModelHosts,
 ]

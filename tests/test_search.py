@@ -12,7 +12,7 @@ import pytest
 
 from services.node.sdk import GridNode
 from shared import codec
-from shared.contracts import NodeQuery, NodeReply
+from shared.contracts import SEARCH, NodeQuery, NodeReply, SearchRequest, SearchResult
 from shared.topology import Names, declare_broadcast
 from tests.harness import Gateway, Harness, eventually
 
@@ -259,3 +259,27 @@ async def test_flooding_node_is_counted_once(harness: Harness, network: Gateway,
                    for reason in ("late", "unexpected")) >= 299 * 6
 
     await eventually(extra_replies_dropped)
+
+
+async def test_per_node_detail_names_each_node_and_is_not_broadcast(
+        harness: Harness, network: Gateway, amqp_url: str) -> None:
+    await harness.node(network, "spy",
+                       lambda node_id, _: NodeReply(node_id=node_id, models=["spy", "spy"]))
+    await network.wait_search_sees(4)
+    worker = network.searches[0]
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        tap = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await tap.bind(worker.names.broadcast_exchange)
+        result = await worker.registry.call(worker.names.search_queue, SEARCH,
+                                            SearchRequest(op="list_models", per_node=True),
+                                            SearchResult, 5)
+        broadcast = await tap.get(timeout=5)
+    assert result.by_node["spy"] == ["spy"]
+    assert result.by_node["alice"] == ["mnist-cnn", "toy-linear"]
+    assert set(result.by_node) == {"alice", "bob", "carol", "spy"}
+    assert codec.loads(broadcast.body) == {"op": "list_models", "model_id": None, "tags": None}
+    plain = await worker.registry.call(worker.names.search_queue, SEARCH,
+                                       SearchRequest(op="list_models"), SearchResult, 5)
+    assert plain.by_node == {} and plain.names == result.names

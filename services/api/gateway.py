@@ -111,7 +111,7 @@ class Gateway:
                                    deadline_s or self.settings.rpc_timeout_s)
 
     async def search(self, query: NodeQuery) -> SearchResult:
-        """Call the search worker."""
+        """Call the search worker (``query`` may be a SearchRequest, for per-node detail)."""
         self._check(self.names.search_queue, "search")
         result = await self.rpc.call(
             self.names.search_queue, SEARCH, query, SearchResult, self.settings.rpc_timeout_s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.contracts import NodeQuery, NodeReply, SearchResult
+from shared.contracts import NodeQuery, NodeReply, SearchRequest, SearchResult
 
 
 class Gather:
@@ -35,7 +35,11 @@ def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:
     if query.op in ("list_models", "list_tags"):
         field = "models" if query.op == "list_models" else "tags"
         names = {name for reply in replies.values() for name in (getattr(reply, field) or ())}
-        return SearchResult(**counts, names=sorted(names))
+        by_node = {}
+        if isinstance(query, SearchRequest) and query.per_node:
+            by_node = {node_id: sorted(set(getattr(reply, field) or ()))
+                       for node_id, reply in replies.items()}
+        return SearchResult(**counts, names=sorted(names), by_node=by_node)
     if query.op in ("has_model", "search_tags"):
         nodes = [(node_id, gather.expected[node_id])
                  for node_id in sorted(replies) if replies[node_id].match]

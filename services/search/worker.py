@@ -27,8 +27,8 @@ from shared.contracts import (
     SEARCH,
     ListRequest,
     NodeList,
-    NodeQuery,
     NodeReply,
+    SearchRequest,
     SearchResult,
 )
 from shared.errors import GridError, Overloaded
@@ -83,7 +83,7 @@ class SearchWorker:
         self.registry = RpcClient(self.bus, self.names, "search")
         self.metrics = SearchMetrics()
         self.server = RpcServer(self.bus, self.names, self.names.search_queue,
-                                {SEARCH: Operation(NodeQuery, self.search)},
+                                {SEARCH: Operation(SearchRequest, self.search)},
                                 prefetch=settings.prefetch)
         self.server.observe = self.metrics.observe_message
         self.reply_queue = self.names.reply_queue("search", uuid.uuid4().hex[:12])
@@ -135,7 +135,7 @@ class SearchWorker:
 
     # --- search -----------------------------------------------------------------
 
-    async def search(self, query: NodeQuery) -> SearchResult:
+    async def search(self, query: SearchRequest) -> SearchResult:
         """Answer a query, sharing the broadcast of an identical one in flight."""
         key = query.key()
         shared = self._coalesced.get(key)
@@ -155,7 +155,7 @@ class SearchWorker:
         finally:
             del self._coalesced[key]
 
-    async def _scatter_gather(self, query: NodeQuery) -> SearchResult:
+    async def _scatter_gather(self, query: SearchRequest) -> SearchResult:
         expected = self.membership.expected()
         gather = Gather(expected)
         if not expected:
@@ -189,14 +189,14 @@ class SearchWorker:
         queued = max(time.time() - sent, 0.0)
         return max(timeout - queued - RETURN_ALLOWANCE_S, timeout / 2)
 
-    async def _broadcast_and_gather(self, query: NodeQuery, gather: Gather) -> SearchResult:
+    async def _broadcast_and_gather(self, query: SearchRequest, gather: Gather) -> SearchResult:
         started = time.perf_counter()
         correlation_id = uuid.uuid4().hex
         self._gathers[correlation_id] = gather
         timeout = self._gather_timeout_s()
         try:
             await self.bus.publish_raw(
-                codec.dumps(query), "",
+                codec.dumps(query.node_query()), "",
                 Basic.Properties(
                     content_type=codec.CONTENT_TYPE,
                     message_type=NODE_QUERY,
@@ -217,7 +217,7 @@ class SearchWorker:
         self._observe(query, result, time.perf_counter() - started)
         return result
 
-    def _observe(self, query: NodeQuery, result: SearchResult, seconds: float) -> None:
+    def _observe(self, query: SearchRequest, result: SearchResult, seconds: float) -> None:
         self.metrics.searches.labels(query.op).observe(seconds)
         self.metrics.nodes.labels("asked").inc(result.asked)
         self.metrics.nodes.labels("answered").inc(result.answered)
