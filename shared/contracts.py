@@ -97,6 +97,12 @@ class MembershipEvent(Contract):
 
 class Heartbeat(Contract):
     node_id: str
+    # The node's inventory version: it changes whenever any answer of the node may
+    # change. None (old nodes, bridged nodes): the node's answers are never cached.
+    version: str | None = Field(default=None, max_length=128)
+    # Set by a bridge speaking for an HTTP-only node (the bridge's name): the node
+    # itself is not on the bus.
+    bridge: str | None = Field(default=None, max_length=128)
 
 
 # --- search ---------------------------------------------------------------
