@@ -162,6 +162,8 @@ class NodeReply(Contract):
     match: bool | None = None
     # encrypted_model: set when the node hosts it
     encrypted: EncryptedModelHosts | None = None
+    # The inventory version this answer was computed from (as in the node's heartbeats).
+    version: str | None = Field(default=None, max_length=128)
 
 
 class SearchResult(Contract):
@@ -178,3 +180,5 @@ class SearchResult(Contract):
     encrypted: EncryptedModelHosts | None = None
     # list_models / list_tags asked per_node: each answering node's own names, sorted
     by_node: dict[str, list[str]] = {}
+    # Answered from the search worker's cache, without asking the nodes again.
+    cached: bool = False

@@ -49,6 +49,11 @@ class Liveness:
         heard = self._heard.get(node_id)
         return heard is not None and self.clock() - heard <= self.ttl_s
 
+    def expires_at(self, node_id: str) -> float | None:
+        """When the node turns silent unless heard again (on ``clock``), None if never heard."""
+        heard = self._heard.get(node_id)
+        return None if heard is None else heard + self.ttl_s
+
     def age(self, node_id: str) -> float | None:
         heard = self._heard.get(node_id)
         return None if heard is None else self.clock() - heard
@@ -66,7 +71,7 @@ class Liveness:
 
 
 EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
-HeartbeatHandler = Callable[[str], None]
+HeartbeatHandler = Callable[[Heartbeat], None]
 
 
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
@@ -87,12 +92,12 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
     async def on_message(message: AbstractIncomingMessage) -> None:
         try:
             if message.routing_key and message.routing_key.startswith("heartbeat."):
-                node_id = codec.decode(Heartbeat, message.body).node_id
-                if verify and message.user_id != node_id:
+                beat = codec.decode(Heartbeat, message.body)
+                if verify and message.user_id != beat.node_id:
                     log.warning("ignored a heartbeat from another user",
-                                extra={"node_id": node_id, "user_id": message.user_id})
+                                extra={"node_id": beat.node_id, "user_id": message.user_id})
                     return
-                on_heartbeat(node_id)
+                on_heartbeat(beat)
             else:
                 result = on_event(codec.decode(MembershipEvent, message.body))
                 if result is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from services.node.inventory import Inventory
 from services.node.sdk import GridNode
@@ -13,6 +15,8 @@ from shared.logs import setup_logging
 from shared.settings import NodeSettings
 
 log = logging.getLogger("services.node")
+# How often the inventory file is checked for changes (SIGHUP checks at once).
+WATCH_S = 1.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,8 +49,43 @@ async def serve(args: argparse.Namespace, settings: NodeSettings) -> None:
             except TimeoutError:
                 continue
     log.info("node running", extra={"node_id": args.id})
+    watcher = asyncio.create_task(watch_inventory(node, Path(args.inventory)))
     await stop.wait()
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
     await node.stop(leave=args.leave)
+
+
+async def watch_inventory(node: GridNode, path: Path) -> None:
+    """Serve the file's new content whenever it changes (checked every second, or on SIGHUP)."""
+    wake = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, wake.set)
+    seen = _mtime(path)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), WATCH_S)
+        forced, current = wake.is_set(), _mtime(path)
+        wake.clear()
+        if current == seen and not forced:
+            continue
+        seen = current
+        try:
+            inventory = Inventory.from_file(path)
+        except (OSError, ValueError) as exc:
+            log.warning("kept the old inventory: the file is unreadable", extra={"error": str(exc)})
+            continue
+        if inventory.version() != node.version:
+            await node.update_inventory(inventory)
+            log.info("inventory changed", extra={"node_id": node.node_id,
+                                                 "version": node.version})
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +31,10 @@ class Inventory(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> Inventory:
         return cls.model_validate_json(Path(path).read_bytes())
+
+    def version(self) -> str:
+        """A digest of the whole inventory: it changes whenever any answer may change."""
+        return hashlib.blake2b(self.model_dump_json().encode(), digest_size=8).hexdigest()
 
     def tags(self) -> list[str]:
         return sorted({tag for tensor in self.tensors for tag in tensor.tags})

@@ -8,6 +8,13 @@ handler (an :class:`~services.node.inventory.Inventory` by default)::
     ...
     await node.stop(leave=True)
 
+Every heartbeat and reply carries the node's inventory version, so the gateway
+can answer repeated searches without asking again: with an Inventory the
+version is its digest (``update_inventory`` swaps it and announces the change
+at once); a node with its own handler passes ``version=`` and calls
+``set_version`` whenever any of its answers may change, or leaves it None and
+is asked every time.
+
 The wire protocol is in docs/protocol.md, for nodes written in other languages.
 """
 
@@ -66,12 +73,15 @@ class GridNode:
     """One grid node on the bus. Several nodes may share one :class:`Bus`."""
 
     def __init__(self, settings: NodeSettings, node_id: str, address: str,
-                 handler: Inventory | QueryHandler, bus: Bus | None = None) -> None:
+                 handler: Inventory | QueryHandler, bus: Bus | None = None,
+                 version: str | None = None) -> None:
         self.settings = settings
         self.node_id = node_id
         self.address = address
         self.names = Names(settings.namespace)
         self.answer: QueryHandler = handler.answer if isinstance(handler, Inventory) else handler
+        # None: the gateway never answers for this node from its cache.
+        self.version = handler.version() if isinstance(handler, Inventory) else version
         self._own_bus = bus is None
         self.bus = bus or Bus(settings, f"grid-node-{node_id}")
         self.events = EventPublisher(self.bus, self.names, passive=True)
@@ -125,13 +135,32 @@ class GridNode:
             await http.request("DELETE", "/delete-node", json=body,
                                headers=auth_headers(self.settings))
 
+    # --- inventory versions ---------------------------------------------------
+
+    async def update_inventory(self, inventory: Inventory) -> None:
+        """Answer from ``inventory`` from now on, and announce its version at once."""
+        self.answer = inventory.answer
+        await self.set_version(inventory.version())
+
+    async def set_version(self, version: str | None) -> None:
+        """Announce a new inventory version now (a heartbeat out of turn).
+
+        Call it whenever any answer of the node may change; None stops the
+        gateway from caching this node's answers.
+        """
+        self.version = version
+        if self._heartbeat is not None:
+            await self._beat()
+
     # --- bus ------------------------------------------------------------------
 
+    async def _beat(self) -> None:
+        with contextlib.suppress(Exception):  # the broker may be reconnecting
+            await self.events.publish(Heartbeat(node_id=self.node_id, version=self.version))
+
     async def _heartbeat_forever(self) -> None:
-        beat = Heartbeat(node_id=self.node_id)
         while True:
-            with contextlib.suppress(Exception):  # the broker may be reconnecting
-                await self.events.publish(beat)
+            await self._beat()
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _on_query(self, message: DeliveredMessage) -> None:
@@ -146,6 +175,7 @@ class GridNode:
         except InvalidRequest as exc:
             log.warning("ignored a malformed query", extra={"error": exc.message})
             return
+        version = self.version
         try:
             reply = self.answer(self.node_id, query)
             if inspect.isawaitable(reply):
@@ -153,6 +183,9 @@ class GridNode:
         except Exception:
             log.exception("the query handler failed", extra={"op": query.op})
             return
+        if version is not None and version == self.version:
+            # The version this answer comes from; none if it changed meanwhile.
+            reply = reply.model_copy(update={"version": version})
         try:
             await self.bus.publish_raw(
                 codec.dumps(reply), properties.reply_to,

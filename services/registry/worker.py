@@ -26,6 +26,7 @@ from shared.contracts import (
     ChooseHostsRequest,
     DeleteRequest,
     Done,
+    Heartbeat,
     HostChoice,
     JoinRequest,
     ListRequest,
@@ -165,7 +166,8 @@ class RegistryWorker:
         elif event.kind == "left":
             self._unregistered(event.node_id)
 
-    def _on_heartbeat(self, node_id: str) -> None:
+    def _on_heartbeat(self, beat: Heartbeat) -> None:
+        node_id = beat.node_id
         if node_id not in self.registered:
             return
         self.on_bus.heard(node_id)
