@@ -95,6 +95,10 @@ class SearchSettings(BaseGridSettings):
     # any membership event it missed.
     membership_refresh_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    # Answer a repeated search from memory while every live node reports the same
+    # inventory version and the live set is unchanged.
+    search_cache: bool = True
+    search_cache_entries: int = Field(default=4096, ge=1)
 
 
 class NodeSettings(BaseGridSettings):

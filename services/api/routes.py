@@ -201,9 +201,10 @@ async def choose_model_host(gateway: GatewayDep) -> JsonResponse:
 
 
 def searched(result: SearchResult, content: Any) -> JsonResponse:
-    """A search answer with the nodes asked / answered headers."""
+    """A search answer with the nodes asked / answered and cache headers."""
     return JsonResponse(content, headers={"X-Grid-Nodes-Asked": str(result.asked),
-                                          "X-Grid-Nodes-Answered": str(result.answered)})
+                                          "X-Grid-Nodes-Answered": str(result.answered),
+                                          "X-Grid-Cache": "hit" if result.cached else "miss"})
 
 
 async def _query(request: Request, gateway: Gateway, op: str, field: str) -> SearchResult:

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from services.search.budget import QueryBudget
+from services.search.cache import AnswerCache
 from services.search.gather import Gather, aggregate
 from services.search.membership import Membership
 from shared import codec
@@ -70,6 +71,10 @@ class SearchMetrics(WorkerMetrics):
         self.overloaded = Counter("grid_search_overloaded_total",
                                   "Searches refused: no room in the node-query budget in time.",
                                   registry=self.registry)
+        self.cache = Counter("grid_search_cache_total",
+                             "Search look-ups in the answer cache: hit, miss, or uncacheable "
+                             "(a live node reports no inventory version).",
+                             ["outcome"], registry=self.registry)
 
 
 class SearchWorker:
@@ -90,6 +95,7 @@ class SearchWorker:
         self._gathers: dict[str, Gather] = {}
         self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
         self.budget = QueryBudget(settings.search_max_node_queries)
+        self.cache = AnswerCache(settings.search_cache_entries) if settings.search_cache else None
         self._refresher: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -136,8 +142,12 @@ class SearchWorker:
     # --- search -----------------------------------------------------------------
 
     async def search(self, query: SearchRequest) -> SearchResult:
-        """Answer a query, sharing the broadcast of an identical one in flight."""
+        """Answer a query from the cache, or share the broadcast of an identical one in flight."""
         key = query.key()
+        if self.cache is not None:
+            hit = self._cached(key)
+            if hit is not None:
+                return hit
         shared = self._coalesced.get(key)
         if shared is not None:
             self.metrics.coalesced.inc()
@@ -155,19 +165,42 @@ class SearchWorker:
         finally:
             del self._coalesced[key]
 
+    def _cached(self, key: tuple) -> SearchResult | None:
+        membership = self.membership
+        if not membership.all_versioned():  # also notices nodes that fell silent
+            self.metrics.cache.labels("uncacheable").inc()
+            return None
+        hit = self.cache.get(key, membership.generation)
+        self.metrics.cache.labels("miss" if hit is None else "hit").inc()
+        return hit
+
+    def _keep(self, query: SearchRequest, generation: int, gather: Gather,
+              result: SearchResult) -> None:
+        """Cache an answer that every node gave, at one generation, from its current version."""
+        versions = self.membership.versions
+        if (result.answered == result.asked and self.membership.all_versioned()
+                and generation == self.membership.generation  # read after the refresh above
+                and all(reply.version in (None, versions.get(node_id))
+                        for node_id, reply in gather.replies.items())):
+            self.cache.put(query.key(), generation, result)
+
     async def _scatter_gather(self, query: SearchRequest) -> SearchResult:
         expected = self.membership.expected()
+        generation = self.membership.generation
         gather = Gather(expected)
         if not expected:
             return aggregate(query, gather)
         try:
             async with self.budget.take(len(expected), self._may_wait_s()):
-                return await self._broadcast_and_gather(query, gather)
+                result = await self._broadcast_and_gather(query, gather)
         except Overloaded:
             self.metrics.overloaded.inc()
             log.warning("search refused: node-query budget full",
                         extra={"op": query.op, "in_use": self.budget.in_use})
             raise
+        if self.cache is not None:
+            self._keep(query, generation, gather, result)
+        return result
 
     def _may_wait_s(self) -> float:
         """How long a search may wait for budget and still finish before its caller gives up."""
