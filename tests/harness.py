@@ -152,12 +152,18 @@ class Harness:
 
     async def node(self, gateway: Gateway, node_id: str,
                    handler: Inventory | QueryHandler | dict, address: str | None = None,
-                   join: bool = True, **overrides: Any) -> GridNode:
-        """A grid node that joins the gateway over HTTP and heartbeats."""
+                   join: bool = True, version: str | None = None,
+                   **overrides: Any) -> GridNode:
+        """A grid node that joins the gateway over HTTP and heartbeats.
+
+        An inventory (or dict) gives a versioned node; a handler is unversioned
+        unless ``version`` is given.
+        """
         if isinstance(handler, dict):
             handler = Inventory.model_validate(handler)
         settings = self.make(NodeSettings, gateway_url=gateway.api.url, **overrides)
-        node = GridNode(settings, node_id, address or f"http://{node_id}:5000", handler)
+        node = GridNode(settings, node_id, address or f"http://{node_id}:5000", handler,
+                        version=version)
         self._stoppers.append(node.stop)
         await node.start(join=join)
         return node

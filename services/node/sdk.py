@@ -183,7 +183,7 @@ class GridNode:
         except Exception:
             log.exception("the query handler failed", extra={"op": query.op})
             return
-        if version is not None and version == self.version:
+        if reply.version is None and version is not None and version == self.version:
             # The version this answer comes from; none if it changed meanwhile.
             reply = reply.model_copy(update={"version": version})
         try:

@@ -176,11 +176,15 @@ class SearchWorker:
 
     def _keep(self, query: SearchRequest, generation: int, gather: Gather,
               result: SearchResult) -> None:
-        """Cache an answer that every node gave, at one generation, from its current version."""
+        """Keep an answer every node gave at one generation, each from its announced version.
+
+        A reply without the version (or with another) is never cached: it may
+        come from before a change, or from someone else.
+        """
         versions = self.membership.versions
         if (result.answered == result.asked and self.membership.all_versioned()
                 and generation == self.membership.generation  # read after the refresh above
-                and all(reply.version in (None, versions.get(node_id))
+                and all(reply.version == versions.get(node_id)
                         for node_id, reply in gather.replies.items())):
             self.cache.put(query.key(), generation, result)
 
