@@ -108,3 +108,14 @@ class NodeSettings(BaseGridSettings):
     admin_token: Token = None
     # Broadcasts older than this are dropped from a node's queue unread.
     node_queue_ttl_s: float = Field(default=10.0, gt=0)
+
+
+class ClientSettings(BaseSettings):
+    """The Python client of the HTTP API (``services.client``): no broker involved."""
+
+    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:8000"
+    # Sent as "Authorization: Bearer <token>" on every request when set.
+    admin_token: Token = None
+    client_timeout_s: float = Field(default=10.0, gt=0)
