@@ -94,7 +94,7 @@ def transport_errors(call: Call, base_url: httpx.URL) -> Iterator[None]:
         yield
     except httpx.TimeoutException:
         raise TransportError(f"{where}: no answer within the timeout") from None
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:  # refused, reset, bad protocol, undecodable body
         raise TransportError(f"{where}: {exc or type(exc).__name__}") from None
 
 
