@@ -152,6 +152,14 @@ class EncryptedModelHosts(Contract):
     crypto_provider: NodePair
 
 
+class EncryptedHost(Contract):
+    """A node hosting an encrypted model, and the nodes holding its shares."""
+
+    node_id: str
+    node_address: str
+    encrypted: EncryptedModelHosts
+
+
 class NodeReply(Contract):
     """A node's answer to a NodeQuery; which field is set depends on the op."""
 
@@ -178,6 +186,8 @@ class SearchResult(Contract):
     # encrypted_model: the first hosting node by id, and its hosts
     host: NodePair | None = None
     encrypted: EncryptedModelHosts | None = None
+    # encrypted_model: every hosting node, sorted by id (the first is host / encrypted)
+    hosts: list[EncryptedHost] = []
     # list_models / list_tags asked per_node: each answering node's own names, sorted
     by_node: dict[str, list[str]] = {}
     # Answered from the search worker's cache, without asking the nodes again.

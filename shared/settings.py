@@ -7,7 +7,7 @@ its app or worker, so tests can build the same objects with other values.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
@@ -68,6 +68,9 @@ class ApiSettings(BaseGridSettings):
     auth_read_routes: bool = False
     # How often the API checks that the worker queues have consumers.
     consumer_check_s: float = Field(default=1.0, gt=0)
+    # /search-encrypted-model's answer: the API text's shape (the first hosting node),
+    # or "by-node" (every hosting node, the shape the original Python clients read).
+    encrypted_search_format: Literal["api-text", "by-node"] = "api-text"
 
 
 class RegistrySettings(BaseGridSettings):
@@ -109,3 +112,14 @@ class NodeSettings(BaseGridSettings):
     admin_token: Token = None
     # Broadcasts older than this are dropped from a node's queue unread.
     node_queue_ttl_s: float = Field(default=10.0, gt=0)
+
+
+class ClientSettings(BaseSettings):
+    """The Python client of the HTTP API (``services.client``): no broker involved."""
+
+    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:8000"
+    # Sent as "Authorization: Bearer <token>" on every request when set.
+    admin_token: Token = None
+    client_timeout_s: float = Field(default=10.0, gt=0)

@@ -26,6 +26,7 @@ MODELS = [
     contracts.JoinRequest, contracts.DeleteRequest, contracts.SearchRequest, contracts.SearchResult,
     contracts.Done, contracts.ListRequest, contracts.NodeRecord, contracts.NodeList,
     contracts.ChooseHostsRequest, contracts.HostChoice, contracts.EncryptedModelHosts,
+    contracts.EncryptedHost,
 ]
 
 

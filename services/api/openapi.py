@@ -24,16 +24,36 @@ MESSAGE = {
 PAIR = {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}
 PAIRS = {"type": "array", "items": PAIR}
 STRINGS = {"type": "array", "items": {"type": "string"}}
-ENCRYPTED_MODEL = {
+MODEL_NODES = {
     "type": "object",
-    "properties": {
-        "nodes": {
-            "type": "object",
-            "properties": {"workers": PAIRS, "crypto_provider": PAIR},
-            "required": ["workers", "crypto_provider"],
-        }
-    },
-    "additionalProperties": {},
+    "properties": {"workers": PAIRS, "crypto_provider": PAIR},
+    "required": ["workers", "crypto_provider"],
+}
+ENCRYPTED_MODEL = {
+    "type": "object",  # FastAPI merges its own default type into a response schema without one
+    "anyOf": [
+        {"title": "api-text", "type": "object",
+         "description": "The first hosting node by id as {id: address}, and its nodes.",
+         "properties": {"nodes": MODEL_NODES}, "additionalProperties": {"type": "string"}},
+        {"title": "by-node", "type": "object",
+         "description": "Every hosting node as {id: {address, nodes}}.",
+         "additionalProperties": {
+             "type": "object",
+             "properties": {"address": {"type": "string"}, "nodes": MODEL_NODES},
+             "required": ["address", "nodes"]}},
+    ]
+}
+_ALICE_NODES = {"workers": [["bob", "http://bob:5000"], ["carol", "http://carol:5000"]],
+                "crypto_provider": ["dave", "http://dave:5000"]}
+_CAROL_NODES = {"workers": [["alice", "http://alice:5000"], ["bob", "http://bob:5000"]],
+                "crypto_provider": ["dave", "http://dave:5000"]}
+ENCRYPTED_EXAMPLES = {
+    "api-text": ("GRID_ENCRYPTED_SEARCH_FORMAT=api-text (default): the first host by id",
+                 {"alice": "http://alice:5000", "nodes": _ALICE_NODES}),
+    "by-node": ("GRID_ENCRYPTED_SEARCH_FORMAT=by-node: every host",
+                {"alice": {"address": "http://alice:5000", "nodes": _ALICE_NODES},
+                 "carol": {"address": "http://carol:5000", "nodes": _CAROL_NODES}}),
+    "none": ("No node hosts the model (either format)", {}),
 }
 NODE_FIELDS = {
     "type": "object",
@@ -101,6 +121,14 @@ def request_body(schema: dict, example: Any) -> dict:
 def answer(description: str, schema: dict, example: Any) -> dict:
     return {"description": description,
             "content": {"application/json": {"schema": schema, "example": example}}}
+
+
+def answers(description: str, schema: dict, examples: dict[str, tuple[str, Any]]) -> dict:
+    """An answer with named examples: ``{name: (summary, value)}``."""
+    named = {name: {"summary": summary, "value": value}
+             for name, (summary, value) in examples.items()}
+    return {"description": description,
+            "content": {"application/json": {"schema": schema, "examples": named}}}
 
 
 def error(description: str, text: str) -> dict:

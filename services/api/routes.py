@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
+from services.api import encrypted
 from services.api import openapi as doc
 from services.api.errors import INVALID_FIELDS, INVALID_JSON, ApiError, JsonResponse
 from services.api.gateway import Gateway
@@ -228,26 +229,20 @@ SEARCH_ERRORS = {
 
 @search.post(
     "/search-encrypted-model",
-    summary="Find a node hosting an encrypted model, with its SMPC workers and crypto provider.",
+    summary="Nodes hosting an encrypted model, with their SMPC workers and crypto provider.",
+    description="The answer's shape is set by GRID_ENCRYPTED_SEARCH_FORMAT: `api-text` (default) "
+                "gives the first hosting node by id as `{id: address}` beside its `nodes`; "
+                "`by-node` gives every hosting node as `{id: {\"address\", \"nodes\"}}`, as the "
+                "original gateway did. Both are `{}` when no node hosts the model.",
     openapi_extra=doc.request_body(doc.MODEL_ID, {"model_id": "convnet"}),
-    responses={200: doc.answer(
-        "The first hosting node by id ({} when none does).", doc.ENCRYPTED_MODEL,
-        {"alice": "http://alice:5000",
-         "nodes": {"workers": [["bob", "http://bob:5000"], ["carol", "http://carol:5000"]],
-                   "crypto_provider": ["dave", "http://dave:5000"]}}),
-        **SEARCH_ERRORS},
+    responses={200: doc.answers("The hosting nodes ({} when none does).", doc.ENCRYPTED_MODEL,
+                                doc.ENCRYPTED_EXAMPLES),
+               **SEARCH_ERRORS},
 )
 async def search_encrypted_model(request: Request, gateway: GatewayDep) -> JsonResponse:
     result = await _query(request, gateway, "encrypted_model", "model_id")
-    if result.host is None or result.encrypted is None:
-        return searched(result, {})
-    host_id, host_address = result.host
-    hosts = result.encrypted
-    return searched(result, {
-        host_id: host_address,
-        "nodes": {"workers": [list(pair) for pair in hosts.workers],
-                  "crypto_provider": list(hosts.crypto_provider)},
-    })
+    shape = encrypted.SHAPES[get_settings(request).encrypted_search_format]
+    return searched(result, shape(result))
 
 
 @search.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.contracts import NodeQuery, NodeReply, SearchRequest, SearchResult
+from shared.contracts import EncryptedHost, NodeQuery, NodeReply, SearchRequest, SearchResult
 
 
 class Gather:
@@ -44,9 +44,17 @@ def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:
         nodes = [(node_id, gather.expected[node_id])
                  for node_id in sorted(replies) if replies[node_id].match]
         return SearchResult(**counts, nodes=nodes)
-    for node_id in sorted(replies):  # encrypted_model: the first host by id
-        hosts = replies[node_id].encrypted
-        if hosts is not None:
-            return SearchResult(**counts, host=(node_id, gather.expected[node_id]),
-                                encrypted=hosts)
-    return SearchResult(**counts)
+    hosts = encrypted_hosts(gather)
+    if not hosts:
+        return SearchResult(**counts)
+    first = hosts[0]
+    return SearchResult(**counts, host=(first.node_id, first.node_address),
+                        encrypted=first.encrypted, hosts=hosts)
+
+
+def encrypted_hosts(gather: Gather) -> list[EncryptedHost]:
+    """Every node that answered an encrypted_model query as a host, sorted by id."""
+    replies = gather.replies
+    return [EncryptedHost(node_id=node_id, node_address=gather.expected[node_id],
+                          encrypted=replies[node_id].encrypted)
+            for node_id in sorted(replies) if replies[node_id].encrypted is not None]
