@@ -9,7 +9,8 @@ connections (the broker has too few file descriptors for one per node).
 Either way every node joins over HTTP, consumes its own queue and heartbeats.
 Settings come from the environment (``AMQP_URL``, ``GRID_NAMESPACE``,
 ``GRID_GATEWAY_URL``...). Prints ``READY <count> <seconds>`` on stdout once
-every node has joined, then runs until SIGTERM or SIGINT.
+every node has joined, then runs until SIGTERM or SIGINT. SIGUSR1 starts
+inventory churn (one change every ``--churn-ms``), SIGUSR2 stops it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import sys
@@ -27,6 +29,7 @@ from aiormq.abc import DeliveredMessage
 
 from bench import inventory as inv
 from bench.wirefleet import WireFleet
+from services.node.inventory import Inventory
 from services.node.sdk import GridNode
 from shared.bus import Bus
 from shared.logs import setup_logging
@@ -54,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="AMQP connections (sdk) or channels (wire)")
     parser.add_argument("--join-concurrency", type=int, default=8,
                         help="nodes starting (and joining) at once")
+    parser.add_argument("--per-node-connections", action="store_true",
+                        help="one AMQP connection per node (wire), as real nodes have")
+    parser.add_argument("--no-versions", action="store_true",
+                        help="announce no inventory version: the gateway asks every time")
+    parser.add_argument("--churn-ms", type=float, default=100.0,
+                        help="while churning (SIGUSR1 .. SIGUSR2), one inventory change per this")
     return parser.parse_args(argv)
 
 
@@ -63,8 +72,11 @@ def build_nodes(args: argparse.Namespace, settings: NodeSettings,
     nodes = []
     for index in range(args.first, args.first + args.count):
         kind = HungNode if index in hung else GridNode
-        nodes.append(kind(settings, inv.node_id(index), inv.node_address(index),
-                          inv.inventory(index, args.total), bus=buses[index % len(buses)]))
+        node = kind(settings, inv.node_id(index), inv.node_address(index),
+                    inv.inventory(index, args.total), bus=buses[index % len(buses)])
+        if args.no_versions:
+            node.version = None
+        nodes.append(node)
     return nodes
 
 
@@ -124,7 +136,11 @@ async def run(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def run_wire(args: argparse.Namespace, settings: NodeSettings) -> AsyncIterator[int]:
     fleet = WireFleet(settings, args.first, args.count, args.total, hung_indices(args),
-                      channels=args.connections)
+                      channels=args.connections, per_node_connections=args.per_node_connections,
+                      versions=not args.no_versions)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, fleet.churn, args.churn_ms / 1000)
+    loop.add_signal_handler(signal.SIGUSR2, fleet.churn, None)
     try:
         await fleet.start(args.join_concurrency)
         yield len(fleet.nodes)
@@ -136,14 +152,48 @@ async def run_wire(args: argparse.Namespace, settings: NodeSettings) -> AsyncIte
 async def run_sdk(args: argparse.Namespace, settings: NodeSettings) -> AsyncIterator[int]:
     buses = [Bus(settings, f"bench-fleet-{args.first}-{n}") for n in range(args.connections)]
     nodes: list[GridNode] = []
+    churn = Churn(nodes, {inv.node_id(i): inv.inventory(i, args.total)
+                          for i in range(args.first, args.first + args.count)},
+                  args.churn_ms / 1000)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, churn.start)
+    loop.add_signal_handler(signal.SIGUSR2, churn.stop)
     try:
         for bus in buses:
             await bus.connect()
-        nodes = build_nodes(args, settings, buses)
+        nodes += build_nodes(args, settings, buses)
         await start_all(nodes, args.join_concurrency)
         yield len(nodes)
     finally:
+        churn.stop()
         await stop_all(nodes, buses)
+
+
+class Churn:
+    """Changes one SDK node's inventory every interval, round the fleet, while started."""
+
+    def __init__(self, nodes: list[GridNode], inventories: dict[str, Inventory],
+                 interval_s: float) -> None:
+        self.nodes = nodes
+        self.inventories = inventories  # what each node serves, by id
+        self.interval_s = interval_s
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._forever())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _forever(self) -> None:
+        inventories = self.inventories
+        for node in itertools.cycle([n for n in self.nodes if not isinstance(n, HungNode)]):
+            inventories[node.node_id] = inv.churned(inventories[node.node_id])
+            await node.update_inventory(inventories[node.node_id])
+            await asyncio.sleep(self.interval_s)
 
 
 def main() -> None:

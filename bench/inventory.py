@@ -17,6 +17,8 @@ from services.node.inventory import Inventory, Tensor
 from shared.contracts import EncryptedModelHosts
 
 CLASSES = 64
+# Added and taken away again by inventory churn; no benchmark query asks for it.
+CHURN_TENSOR = Tensor(id="churn", tags=["#churn"])
 
 
 def node_id(index: int) -> str:
@@ -49,6 +51,14 @@ def inventory(index: int, nodes: int) -> Inventory:
         encrypted[name] = EncryptedModelHosts(workers=peers[:2], crypto_provider=peers[2])
     return Inventory(models=[f"m-{index % CLASSES}"], encrypted_models=encrypted,
                      tensors=tensors)
+
+
+def churned(inventory: Inventory) -> Inventory:
+    """``inventory`` with the churn tensor added, or taken away again."""
+    tensors = inventory.tensors
+    changed = ([t for t in tensors if t != CHURN_TENSOR] if CHURN_TENSOR in tensors
+               else [*tensors, CHURN_TENSOR])
+    return inventory.model_copy(update={"tensors": changed})
 
 
 def search_query(k: int) -> list[str]:

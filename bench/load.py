@@ -103,6 +103,8 @@ class Load:
                 samples.answered.append(answered)
                 if answered < asked and 200 <= response.status < 300:
                     samples.partial += 1
+                if response.headers.get("x-grid-cache") == "hit":
+                    samples.hits += 1
         if response.status == 200 and asked == answered:
             self._check(k, response.body)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 CPU_GROUPS = ("broker", "api", "registry", "search", "fleet", "machine")
-HEAD = ("route", "N", "c", "req/s", "p50", "p99", "max", "err", "part", "answered",
+HEAD = ("route", "N", "c", "req/s", "p50", "p99", "max", "err", "part", "answered", "hit%",
         *CPU_GROUPS)
 
 
@@ -20,11 +20,16 @@ def answered(result: dict) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def hits(result: dict) -> str:
+    value = result.get("hit_rate")
+    return "-" if value is None else f"{value * 100:.0f}"
+
+
 def row(result: dict) -> list[str]:
     cpu = result["cpu_s_per_request"]
     return [result["route"], nodes(result), str(result["concurrency"]), f"{result['rps']:.1f}",
             *(f"{result[key]:.1f}" for key in ("p50_ms", "p99_ms", "max_ms")),
-            str(result["errors"]), str(result["partial"]), answered(result),
+            str(result["errors"]), str(result["partial"]), answered(result), hits(result),
             *(f"{cpu.get(group, 0.0) * 1000:.2f}" for group in CPU_GROUPS)]
 
 

@@ -53,6 +53,16 @@ def _csv_routes(text: str) -> list[str]:
     return names
 
 
+def _connections(text: str) -> int | str:
+    if text == "per-node":
+        return text
+    try:
+        return _csv_ints(text)[0]
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer or per-node, "
+                                         f"got {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench",
                                 description="Benchmark the grid gateway's HTTP API.")
@@ -75,8 +85,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--search-workers", type=int, default=1, help="search worker processes")
     p.add_argument("--fleet-processes", type=int, default=0,
                    help="fleet processes (0: one per 250 nodes, at least 2)")
-    p.add_argument("--fleet-connections", type=int, default=2,
-                   help="AMQP connections (sdk) or channels (wire) per fleet process")
+    p.add_argument("--fleet-connections", type=_connections, default=2,
+                   help="AMQP connections (sdk) or channels (wire) per fleet process, or "
+                        "per-node: one connection per simulated node (wire), as real nodes have")
+    p.add_argument("--fleet-versions", choices=["on", "off"], default="on",
+                   help="off: the nodes announce no inventory version, so every search is "
+                        "a broadcast (the search worker cannot cache)")
     p.add_argument("--fleet-client", choices=["wire", "sdk"], default="wire",
                    help="the simulated nodes' AMQP client: bench.wire, or the node SDK")
     p.add_argument("--join-concurrency", type=int, default=8,

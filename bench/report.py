@@ -78,6 +78,10 @@ def _cpu_ms(result: RunResult, group: str) -> str:
     return "-" if value is None else f"{value * 1000:.2f}"
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}"
+
+
 def noisy(result: RunResult) -> bool:
     other = result.cpu_s_per_request.get("other")
     machine = result.cpu_s_per_request.get("machine")
@@ -91,7 +95,8 @@ def _nodes(result: RunResult) -> str:
 
 
 HEADER = (f"{'target':<7} {'route':<16} {'N':>6} {'c':>3} {'req/s':>7} {'p50':>7} {'p90':>7} "
-          f"{'p99':>7} {'max':>7} {'err':>4} {'part':>4} {'bad':>4} {'asked':>6} {'answ':>6} |"
+          f"{'p99':>7} {'max':>7} {'err':>4} {'part':>4} {'bad':>4} {'asked':>6} {'answ':>6} "
+          f"{'hit%':>5} |"
           + " ".join(f"{g[:7]:>7}" for g in CPU_GROUPS) + "  !")
 
 
@@ -100,7 +105,7 @@ def row(result: RunResult) -> str:
             f"{result.rps:>7.1f} {_num(result.p50_ms):>7} {_num(result.p90_ms):>7} "
             f"{_num(result.p99_ms):>7} {_num(result.max_ms):>7} {result.errors:>4} "
             f"{result.partial:>4} {result.mismatches:>4} {_num(result.asked_mean):>6} "
-            f"{_num(result.answered_mean):>6} |"
+            f"{_num(result.answered_mean):>6} {_percent(result.hit_rate):>5} |"
             + " ".join(f"{_cpu_ms(result, g):>7}" for g in CPU_GROUPS)
             + ("  !" if noisy(result) else ""))
 

@@ -2,7 +2,10 @@
 
 Request bodies vary with ``k`` so that concurrent searches are distinct (the
 search worker coalesces identical ones); ``search-identical`` sends one body
-on purpose, to show that coalescing.
+on purpose, to show that coalescing. ``search-repeated`` cycles through a few
+bodies, which the search worker answers from its cache once it has seen
+them; ``search-churn`` does the same while the fleet changes an inventory
+every 100 ms, so that the cache keeps being invalidated.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import orjson
 
 from bench import inventory as inv
 
+# Distinct bodies of search-repeated and search-churn.
+REPEATED_QUERIES = 8
 BodyFn = Callable[[int, str], bytes | None]
 # (request number, decoded answer, fleet size) -> answer is right
 CheckFn = Callable[[int, Any, int], bool]
@@ -29,6 +34,8 @@ class Route:
     check: CheckFn | None = None
     # A search route: it has X-Grid-Nodes-Asked/Answered headers.
     search: bool = False
+    # Runs while the fleet changes inventories (only against a fleet the benchmark started).
+    churn: bool = False
 
 
 def _no_body(_: int, __: str) -> None:
@@ -37,6 +44,10 @@ def _no_body(_: int, __: str) -> None:
 
 def _search_body(k: int, _: str) -> bytes:
     return orjson.dumps({"query": inv.search_query(k)})
+
+
+def _repeated_body(k: int, _: str) -> bytes:
+    return orjson.dumps({"query": inv.search_query(k % REPEATED_QUERIES)})
 
 
 def _identical_body(_: int, __: str) -> bytes:
@@ -58,6 +69,10 @@ def _join_body(k: int, token: str) -> bytes:
 
 def _check_pairs(k: int, answer: Any, nodes: int) -> bool:
     return answer == inv.pairs_of_class(k, nodes)
+
+
+def _check_repeated(k: int, answer: Any, nodes: int) -> bool:
+    return answer == inv.pairs_of_class(k % REPEATED_QUERIES, nodes)
 
 
 def _check_identical(_: int, answer: Any, nodes: int) -> bool:
@@ -90,6 +105,9 @@ ROUTES: dict[str, Route] = {route.name: route for route in (
     Route("search", "POST", "/search", _search_body, _check_pairs, search=True),
     Route("search-identical", "POST", "/search", _identical_body, _check_identical,
           search=True),
+    Route("search-repeated", "POST", "/search", _repeated_body, _check_repeated, search=True),
+    Route("search-churn", "POST", "/search", _repeated_body, _check_repeated, search=True,
+          churn=True),
     Route("tags", "GET", "/search-available-tags", _no_body, _check_tags, search=True),
     Route("models", "GET", "/search-available-models", _no_body, _check_models, search=True),
     Route("search-model", "POST", "/search-model", _model_body, _check_pairs, search=True),
@@ -101,8 +119,8 @@ ROUTES: dict[str, Route] = {route.name: route for route in (
 )}
 
 # Joins grow the registry, which /connected-nodes lists: they run last.
-ORDER = ["search", "tags", "models", "search-model", "search-encrypted", "connected",
-         "choose-host", "search-identical", "join"]
+ORDER = ["search", "search-repeated", "search-churn", "tags", "models", "search-model",
+         "search-encrypted", "connected", "choose-host", "search-identical", "join"]
 
 
 def route(name: str) -> Route:

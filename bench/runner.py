@@ -8,6 +8,7 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class Target:
     hung: int
     pids: dict[str, list[int]] = field(default_factory=dict)
     check: bool = False  # answers are known: this benchmark started the fleet
+    churn: Callable[[bool], None] | None = None  # starts / stops the fleet's inventory churn
 
 
 QUIET_CORES = 0.1  # "quiet": other processes busy less than this many cores
@@ -64,12 +66,14 @@ async def run_scenario(session: Session, scenario: Scenario) -> None:
         else:
             stack = await start_stack(session, scenario)
             targets.append(Target("local", stack.url, scenario.nodes, scenario.hang,
-                                  stack.pid_groups(), check=True))
+                                  stack.pid_groups(), check=True, churn=stack.churn))
             await idle_baseline(session, scenario, targets[0])
         if args.compare_url and not scenario.hang:
             targets.append(Target("compare", args.compare_url, scenario.nodes or None, 0))
         for run in scenario.runs:
             for target in targets:
+                if route(run.route).churn and target.churn is None:
+                    continue  # another gateway's nodes cannot be made to churn
                 session.add(await measure(session, target, run))
     finally:
         if stack is not None:
@@ -85,6 +89,7 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
         amqp_url=args.amqp_url, nodes=scenario.nodes, hang=scenario.hang,
         search_workers=args.search_workers, fleet_processes=args.fleet_processes,
         fleet_connections=args.fleet_connections, fleet_client=args.fleet_client,
+        fleet_versions=args.fleet_versions == "on",
         join_concurrency=args.join_concurrency,
         keep_logs=args.keep_logs)
     stack = LocalStack(config)
@@ -133,6 +138,9 @@ async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:
     load = Load(_spec(session, target, run), target.url)
     groups = session.cpu_groups(target)
     await settle(session, groups, label)
+    churn = target.churn if route(run.route).churn else None
+    if churn is not None:
+        churn(True)
     try:
         session.progress.update(f"{label} warming up")
         await load.warm_up()
@@ -144,6 +152,8 @@ async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:
             ticker.cancel()
         after = cpu.snapshot(groups)
     finally:
+        if churn is not None:
+            churn(False)
         await load.close()
     result = summarise(samples, elapsed,
                        cpu.per_request(before, after, len(samples.latencies_s)),

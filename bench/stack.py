@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -42,8 +43,9 @@ class StackConfig:
     hang: int = 0
     search_workers: int = 1
     fleet_processes: int = 0  # 0: picked from the fleet size
-    fleet_connections: int = 2
+    fleet_connections: int | str = 2  # or "per-node" (wire)
     fleet_client: str = "wire"  # or "sdk": the node SDK's GridNode
+    fleet_versions: bool = True
     join_concurrency: int = 8
     keep_logs: bool = False
     ready_timeout_s: float = 30.0
@@ -127,9 +129,9 @@ class LocalStack:
             mine = [str(i) for i in hung if first <= i < first + count]
             args = ["--first", str(first), "--count", str(count),
                     "--total", str(self.config.nodes), "--hang", ",".join(mine),
-                    "--connections", str(self.config.fleet_connections),
                     "--client", self.config.fleet_client,
-                    "--join-concurrency", str(self.config.join_concurrency)]
+                    "--join-concurrency", str(self.config.join_concurrency),
+                    *self._fleet_options()]
             child = await procs.spawn(f"fleet-{first}", "fleet", "bench.fleet", args, env,
                                       self._dir, stdout_pipe=True)
             self.children.append(child)
@@ -138,6 +140,17 @@ class LocalStack:
         timeout = self.config.ready_timeout_s + 0.1 * self.config.nodes
         await asyncio.gather(*(self._fleet_ready(child, timeout) for child in fleet))
         self.fleet_start_s = time.perf_counter() - started
+
+    def _fleet_options(self) -> list[str]:
+        config = self.config
+        options = (["--per-node-connections"] if config.fleet_connections == "per-node"
+                   else ["--connections", str(config.fleet_connections)])
+        return options + ([] if config.fleet_versions else ["--no-versions"])
+
+    def churn(self, on: bool) -> None:
+        """Start or stop inventory churn in the first fleet process (one change per 100 ms)."""
+        fleet = next(c for c in self.children if c.role == "fleet")
+        fleet.process.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
 
     async def _fleet_ready(self, child: procs.Child, timeout_s: float) -> None:
         assert child.process.stdout is not None

@@ -18,6 +18,7 @@ class Samples:
     asked: list[int] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
     partial: int = 0  # 2xx search answers from fewer nodes than were asked
+    hits: int = 0  # search answers from the search worker's cache (X-Grid-Cache: hit)
     checked: int = 0
     mismatches: int = 0
 
@@ -65,6 +66,7 @@ class RunResult:
     mismatches: int
     asked_mean: float | None
     answered_mean: float | None
+    hit_rate: float | None  # share of search answers from the cache
     cpu_s_per_request: dict[str, float | None]
 
     def to_json(self) -> dict[str, Any]:
@@ -93,5 +95,6 @@ def summarise(samples: Samples, elapsed_s: float, cpu: dict[str, float | None],
         mismatches=samples.mismatches,
         asked_mean=_mean(samples.asked),
         answered_mean=_mean(samples.answered),
+        hit_rate=round(samples.hits / len(samples.asked), 3) if samples.asked else None,
         cpu_s_per_request={k: None if v is None else round(v, 6) for k, v in cpu.items()},
     )

@@ -7,13 +7,22 @@ query's ``reply_to`` with its ``correlation_id`` and the broker-checked
 ``user_id``, heartbeats on the events exchange, and a join over HTTP. Only the
 client library differs. Every node of a process receives the same broadcast,
 so its decoded query and reply properties are computed once per broadcast.
+
+Nodes announce their inventory version in heartbeats and replies, as the SDK
+does (``versions=False`` leaves it out: nodes the gateway must ask every
+time). They share one connection per process, on a few channels, or with
+``per_node_connections`` each has its own, as real nodes on their own machines
+do, at the broker's real cost per connection. ``churn`` changes one node's
+inventory every interval (a tensor tagged ``#churn`` comes and goes, which no
+benchmark query asks for) and announces it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 import httpx
 from pamqp import commands
@@ -33,6 +42,7 @@ from shared.topology import HEARTBEAT_KEY, Names, node_queue_arguments
 
 BROADCASTS_KEPT = 256
 HEARTBEAT_SLICES = 10
+OPENING_AT_ONCE = 32
 
 
 @dataclass
@@ -42,7 +52,20 @@ class SimNode:
     inventory: Inventory
     hung: bool
     channel: int
+    versioned: bool = True
+    connection: WireConnection | None = None
     answered: int = 0
+    version: str | None = field(init=False, default=None)
+    beat: bytes = field(init=False, default=b"")
+
+    def __post_init__(self) -> None:
+        self.serve(self.inventory)
+
+    def serve(self, inventory: Inventory) -> None:
+        """Answer from ``inventory`` from now on (the caller announces it)."""
+        self.inventory = inventory
+        self.version = inventory.version() if self.versioned else None
+        self.beat = codec.dumps(Heartbeat(node_id=self.node_id, version=self.version))
 
 
 @dataclass(frozen=True)
@@ -58,57 +81,75 @@ class WireFleet:
     """Nodes ``first .. first + count - 1`` of a fleet of ``total``, on one connection."""
 
     def __init__(self, settings: NodeSettings, first: int, count: int, total: int,
-                 hung: set[int], channels: int = 2) -> None:
+                 hung: set[int], channels: int = 2, per_node_connections: bool = False,
+                 versions: bool = True) -> None:
         self.settings = settings
         self.names = Names(settings.namespace)
-        self.channels = channels
+        self.channels = 1 if per_node_connections else channels
+        self.per_node_connections = per_node_connections
         self.user = settings.amqp_user
         self.nodes = {
             f"n{index}": SimNode(inv.node_id(index), inv.node_address(index),
                                  inv.inventory(index, total), index in hung,
-                                 1 + index % channels)
+                                 1 + index % self.channels, versioned=versions)
             for index in range(first, first + count)
         }
         self.malformed = 0
         self._broadcasts: dict[str, Broadcast | None] = {}
-        self._connection: WireConnection | None = None
-        self._heartbeat: asyncio.Task | None = None
+        self._connections: list[WireConnection] = []
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self, join_concurrency: int) -> None:
         """Connect, subscribe every node, join them all over HTTP, start heartbeats."""
-        connection = await WireConnection.open(
-            self.settings.amqp_url, self._on_delivery, f"bench-wire-fleet-{self.user}",
-            self.settings.connect_timeout_s)
-        self._connection = connection
+        if self.per_node_connections:
+            gate = asyncio.Semaphore(OPENING_AT_ONCE)
+            await asyncio.gather(*(self._open_own(tag, node, gate)
+                                   for tag, node in self.nodes.items()))
+        else:
+            connection = await self._open(f"bench-wire-fleet-{self.user}")
+            for node in self.nodes.values():
+                node.connection = connection
+            await asyncio.gather(*(self._subscribe_channel(connection, c)
+                                   for c in range(1, self.channels + 1)))
+        await self._join_all(join_concurrency)
+        self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(connection.close() for connection in self._connections))
+
+    async def _open(self, name: str) -> WireConnection:
+        connection = await WireConnection.open(self.settings.amqp_url, self._on_delivery, name,
+                                               self.settings.connect_timeout_s)
+        self._connections.append(connection)
         for channel in range(1, self.channels + 1):
             await connection.open_channel(channel)
         await connection.call(1, commands.Exchange.Declare(
             exchange=self.names.events_exchange, exchange_type="topic", passive=True))
-        await asyncio.gather(*(self._subscribe_channel(c) for c in range(1, self.channels + 1)))
-        await self._join_all(join_concurrency)
-        self._heartbeat = asyncio.create_task(self._heartbeat_forever())
+        return connection
 
-    async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-        if self._connection is not None:
-            await self._connection.close()
+    async def _open_own(self, tag: str, node: SimNode, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            node.connection = await self._open(f"bench-wire-node-{node.node_id}")
+            await self._subscribe(node.connection, 1, tag, node)
 
-    async def _subscribe_channel(self, channel: int) -> None:
-        connection = self._connection
-        arguments = node_queue_arguments(self.settings.node_queue_ttl_s)
+    async def _subscribe_channel(self, connection: WireConnection, channel: int) -> None:
         for tag, node in self.nodes.items():
-            if node.channel != channel:
-                continue
-            queue = self.names.node_queue(node.node_id)
-            await connection.call(channel, commands.Queue.Declare(queue=queue,
-                                                                  arguments=arguments))
-            await connection.call(channel, commands.Queue.Bind(
-                queue=queue, exchange=self.names.broadcast_exchange, routing_key=""))
-            await connection.call(channel, commands.Basic.Consume(
-                queue=queue, consumer_tag=tag, no_ack=True))
+            if node.channel == channel:
+                await self._subscribe(connection, channel, tag, node)
+
+    async def _subscribe(self, connection: WireConnection, channel: int, tag: str,
+                         node: SimNode) -> None:
+        queue = self.names.node_queue(node.node_id)
+        arguments = node_queue_arguments(self.settings.node_queue_ttl_s)
+        await connection.call(channel, commands.Queue.Declare(queue=queue, arguments=arguments))
+        await connection.call(channel, commands.Queue.Bind(
+            queue=queue, exchange=self.names.broadcast_exchange, routing_key=""))
+        await connection.call(channel, commands.Basic.Consume(
+            queue=queue, consumer_tag=tag, no_ack=True))
 
     async def _join_all(self, concurrency: int) -> None:
         gate = asyncio.Semaphore(concurrency)
@@ -122,15 +163,32 @@ class WireFleet:
     async def _heartbeat_forever(self) -> None:
         """Every node beats once per ``heartbeat_s``, a tenth of them at a time."""
         nodes = list(self.nodes.values())
-        beats = [(node.channel, HEARTBEAT_KEY.format(node_id=node.node_id),
-                  codec.dumps(Heartbeat(node_id=node.node_id))) for node in nodes]
-        props = properties(codec.CONTENT_TYPE, user_id=self.user)
-        exchange = self.names.events_exchange
         while True:
             for part in range(HEARTBEAT_SLICES):
-                for channel, key, body in beats[part::HEARTBEAT_SLICES]:
-                    self._connection.publish(channel, exchange, key, props, body)
+                for node in nodes[part::HEARTBEAT_SLICES]:
+                    self._beat(node)
                 await asyncio.sleep(self.settings.heartbeat_s / HEARTBEAT_SLICES)
+
+    def _beat(self, node: SimNode) -> None:
+        node.connection.publish(node.channel, self.names.events_exchange,
+                                HEARTBEAT_KEY.format(node_id=node.node_id),
+                                properties(codec.CONTENT_TYPE, user_id=self.user), node.beat)
+
+    # --- churn --------------------------------------------------------------------
+
+    def churn(self, interval_s: float | None) -> None:
+        """Change one node's inventory every ``interval_s`` (None: stop), round the fleet."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        del self._tasks[1:]
+        if interval_s:
+            self._tasks.append(asyncio.create_task(self._churn_forever(interval_s)))
+
+    async def _churn_forever(self, interval_s: float) -> None:
+        for node in itertools.cycle([n for n in self.nodes.values() if not n.hung]):
+            node.serve(inv.churned(node.inventory))
+            self._beat(node)  # announced at once, as the SDK does
+            await asyncio.sleep(interval_s)
 
     # --- the hot path ---------------------------------------------------------------
 
@@ -143,8 +201,10 @@ class WireFleet:
         if broadcast is None or expired(broadcast.headers):
             return
         reply = node.inventory.answer(node.node_id, broadcast.query)
-        self._connection.publish(channel, "", reply_to, broadcast.reply_properties,
-                                 codec.dumps(reply))
+        if node.version is not None:
+            reply = reply.model_copy(update={"version": node.version})
+        node.connection.publish(channel, "", reply_to, broadcast.reply_properties,
+                                codec.dumps(reply))
         node.answered += 1
 
     def _broadcast(self, correlation_id: str, headers: bytes, body: bytes) -> Broadcast | None:
