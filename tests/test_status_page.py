@@ -246,12 +246,14 @@ async def test_search_worker_down_is_shown_not_waited_for(harness: Harness) -> N
     # A long RPC deadline: had the page waited on a missing worker, the client would time out.
     server = await harness.api(rpc_timeout_s=60)
     client = await harness.client(server)
-    await client.post("/join", json={"node-id": "alice", "node-address": "http://alice:5000"})
 
-    async def search_missing() -> bool:  # the API has counted the search queue's consumers
+    async def search_missing() -> bool:  # connected, and the consumers counted
         return "search" in (await client.get("/readyz")).json()["reason"]
 
     await eventually(search_missing)
+    joined = await client.post("/join", json={"node-id": "alice",
+                                              "node-address": "http://alice:5000"})
+    assert joined.status_code == 200, joined.text
     data = await status(client)
     assert data["nodes"]["live"][0]["node_id"] == "alice"
     assert data["nodes"]["live"][0]["models"] is None
