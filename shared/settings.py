@@ -71,6 +71,14 @@ class ApiSettings(BaseGridSettings):
     # /search-encrypted-model's answer: the API text's shape (the first hosting node),
     # or "by-node" (every hosting node, the shape the original Python clients read).
     encrypted_search_format: Literal["api-text", "by-node"] = "api-text"
+    # The status page at GET /: the name it shows (default: the namespace), the
+    # address (default: as the viewer's request reached the API), how long one
+    # look at the network (node list and their inventories) serves every viewer,
+    # and how many of the API's recent searches it lists.
+    gateway_name: str | None = Field(default=None, max_length=128)
+    gateway_address: str | None = Field(default=None, max_length=2048)
+    status_cache_s: float = Field(default=2.0, gt=0)
+    status_recent_searches: int = Field(default=40, ge=1, le=1000)
 
 
 class RegistrySettings(BaseGridSettings):

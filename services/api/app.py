@@ -19,10 +19,10 @@ from prometheus_client import (
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors, routes
+from services.api import errors, routes, status
 from services.api import openapi as doc
 from services.api.errors import JsonResponse
-from services.api.gateway import Gateway
+from services.api.gateway import Gateway, request_path
 from shared.contracts import LIST_NODES, ListRequest, NodeList
 from shared.errors import GridError
 from shared.logs import request_id
@@ -54,6 +54,7 @@ class Observe:
         given = dict(scope["headers"]).get(REQUEST_ID.encode(), b"").decode("latin-1")
         rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
         request_id.set(rid)
+        request_path.set(scope["path"])
         started = time.perf_counter()
         status = 500
 
@@ -98,6 +99,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     metrics = CollectorRegistry()
     gateway = Gateway(settings, metrics)
+    board = status.StatusBoard(gateway, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +107,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await board.close()
             await gateway.stop()
 
     app = FastAPI(
@@ -118,10 +121,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.gateway = gateway
     app.state.metrics = metrics
     app.state.registry_size = RegistrySize(metrics)
+    app.state.status_board = board
     errors.install(app)
     app.include_router(routes.registry)
     app.include_router(routes.search)
     _operations(app)
+    status.mount(app, board)
     app.add_middleware(Observe, metrics=metrics)
     return app
 

@@ -11,19 +11,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
 from shared.bus import Bus
 from shared.contracts import SEARCH, NodeQuery, SearchResult
-from shared.errors import BusUnavailable, NoConsumer
+from shared.errors import BusUnavailable, GridError, NoConsumer
 from shared.metrics import LATENCY_BUCKETS
 from shared.rpc import R, RpcClient
 from shared.settings import ApiSettings
 from shared.topology import Names, declare_work_queue, work_queue_arguments
 
 log = logging.getLogger(__name__)
+# The path of the request being served (set by the app's middleware): the route a
+# search was made for, in the record of recent searches.
+request_path: ContextVar[str] = ContextVar("request_path", default="")
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """One search made through this API process, as the status page lists it."""
+
+    route: str
+    op: str
+    at: float  # epoch seconds
+    latency_s: float
+    asked: int
+    answered: int
+    outcome: str  # "ok", or the error's type (e.g. "deadline_exceeded")
 
 
 class Gateway:
@@ -48,6 +68,8 @@ class Gateway:
             "grid_api_search_nodes_total", "Nodes asked, answered and timed out across searches.",
             ["outcome"], registry=metrics,
         )
+        self.recent_searches: deque[SearchRecord] = deque(
+            maxlen=settings.status_recent_searches)
 
     async def start(self) -> None:
         """Connect in the background: the API serves (503s) while the broker is down."""
@@ -110,8 +132,30 @@ class Gateway:
         return await self.rpc.call(self.names.registry_queue, op, request, reply,
                                    deadline_s or self.settings.rpc_timeout_s)
 
-    async def search(self, query: NodeQuery) -> SearchResult:
-        """Call the search worker (``query`` may be a SearchRequest, for per-node detail)."""
+    async def search(self, query: NodeQuery, record: bool = True) -> SearchResult:
+        """Call the search worker (``query`` may be a SearchRequest, for per-node detail).
+
+        With ``record``, the search joins ``recent_searches`` (the status page's
+        own searches do not, so that they never crowd out the clients').
+        """
+        started = time.perf_counter()
+        try:
+            result = await self._search(query)
+        except GridError as exc:
+            if record:
+                self._record(query, started, 0, 0, exc.type)
+            raise
+        if record:
+            self._record(query, started, result.asked, result.answered, "ok")
+        return result
+
+    def _record(self, query: NodeQuery, started: float, asked: int, answered: int,
+                outcome: str) -> None:
+        self.recent_searches.append(SearchRecord(
+            request_path.get(), query.op, time.time(), time.perf_counter() - started,
+            asked, answered, outcome))
+
+    async def _search(self, query: NodeQuery) -> SearchResult:
         self._check(self.names.search_queue, "search")
         result = await self.rpc.call(
             self.names.search_queue, SEARCH, query, SearchResult, self.settings.rpc_timeout_s
