@@ -73,6 +73,7 @@ class BridgeWorker:
 
     async def start(self) -> None:
         """Connect and follow the membership; broadcasts are taken once it has settled."""
+        await self.caller.start()
         await self.bus.connect()
         await self.events.start()
         await self.feed.registry.start()
@@ -179,14 +180,14 @@ class BridgeWorker:
         self.metrics.heartbeats.inc()
 
     async def _probe_forever(self) -> None:
-        """Every quarter interval (jittered, so bridges drift apart), probe the nodes due."""
+        """Probe the nodes due, every quarter interval (jittered, so bridges drift apart)."""
         interval = self.settings.probe_s
         while True:
-            await asyncio.sleep(interval / 4 * random.uniform(0.8, 1.2))
             for node_id, address in self.roster.bridged().items():
                 if node_id not in self._probing and self.roster.beat_due(node_id, interval):
                     self._probing.add(node_id)
                     self._spawn(self._probe(node_id, address))
+            await asyncio.sleep(interval / 4 * random.uniform(0.8, 1.2))
 
     async def _probe(self, node_id: str, address: str) -> None:
         """``GET /models/``: any valid answer means the node is alive."""
@@ -202,4 +203,9 @@ class BridgeWorker:
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a bridge task failed", exc_info=task.exception())
