@@ -40,12 +40,16 @@ class SilentServer:
         await self.server.wait_closed()
 
 
-def closed_port_url() -> str:
-    """The URL of a loopback port nothing listens on (connections are refused)."""
+def free_port() -> int:
+    """A loopback port nothing listens on (as long as nobody takes it meanwhile)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return probe.getsockname()[1]
+
+
+def closed_port_url() -> str:
+    """The URL of a loopback port nothing listens on (connections are refused)."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 async def _send(send: Callable, status: int, body: bytes) -> None:

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 
 import aio_pika
+import httpx
+import pytest
 
 from services.bridge.worker import BridgeWorker
 from services.node.httpnode import HttpNodeApp, HttpNodeServer
 from services.node.inventory import Inventory
 from shared.settings import BridgeSettings
 from shared.topology import Names
-from tests.harness import WAIT_S, Gateway, Harness, eventually
-from tests.http_stubs import SilentServer, Switch, closed_port_url, not_json, wrong_shapes
+from tests.harness import WAIT_S, Gateway, Harness, eventually, spawn, stop_processes
+from tests.http_stubs import (
+    SilentServer,
+    Switch,
+    closed_port_url,
+    free_port,
+    not_json,
+    wrong_shapes,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TTL_S = 1.0
@@ -277,6 +287,28 @@ async def test_poison_broadcasts_are_dropped(harness: Harness, settings, amqp_ur
         sample(bridge, "grid_bridge_broadcasts_total", outcome="malformed") == 4))
     response = await gateway.client.get("/search-available-models")
     assert (response.json(), counts(response)) == (["bert-tiny"], ("1", "1"))
+
+
+@pytest.mark.slow
+async def test_bridge_process_serves_metrics_and_stops_on_sigterm(
+        harness: Harness, amqp_url: str, namespace: str) -> None:
+    gateway = await fast_gateway(harness)
+    server = await serve(harness, HttpNodeApp({"carol": example("carol")}))
+    await join(gateway, "carol", server.address("carol"))
+    port = free_port()
+    bridge = spawn("services.bridge", amqp_url, namespace, GRID_HEARTBEAT_S="0.2",
+                   GRID_NODE_TTL_S=str(TTL_S), GRID_METRICS_PORT=str(port))
+    try:
+        await gateway.wait_search_sees(1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as metrics:
+            text = (await metrics.get("/metrics")).text
+        assert "grid_bridge_live_nodes 1.0" in text
+        assert 'grid_bridge_calls_total{outcome="ok",route="/dataset-tags"}' in text
+        assert "grid_bridge_call_seconds_bucket" in text
+        bridge.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(bridge.wait, WAIT_S) == 0
+    finally:
+        stop_processes([bridge])
 
 
 def _released(switch: Switch):
