@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from services.bridge.worker import BridgeWorker
-from services.node.httpnode import HttpNodeApp, HttpNodeServer
+from services.node.httpnode import HttpNodeApp, HttpNodeServer, join_all
 from services.node.inventory import Inventory
-from shared.settings import BridgeSettings
+from shared.settings import BridgeSettings, NodeSettings
 from shared.topology import Names
 from tests.harness import WAIT_S, Gateway, Harness, eventually, spawn, stop_processes
 from tests.http_stubs import (
@@ -173,7 +173,8 @@ async def test_hung_or_garbled_answers_cost_at_most_the_deadline(
     elapsed = time.monotonic() - started
     assert response.json() == [["alice", "http://alice:5000"]]
     assert counts(response) == ("3", "2")
-    assert SEARCH_TIMEOUT_S * 0.8 <= elapsed < SEARCH_TIMEOUT_S + 1.0
+    # the search worker counts time queued against the deadline, down to half of it
+    assert SEARCH_TIMEOUT_S / 2 <= elapsed < SEARCH_TIMEOUT_S + 1.0
     assert sample(bridge, "grid_bridge_calls_total", route="/models/", outcome="timeout") >= 1
 
     malformed = sample(bridge, "grid_bridge_calls_total", route="/search", outcome="malformed")
@@ -268,6 +269,18 @@ async def test_two_bridges_share_the_work_and_answer_each_node_once(
     assert sum(sample(b, "grid_bridge_replies_total") for b in bridges) - replies_before == 40
     assert sample(gateway.searches[0], "grid_search_replies_dropped_total",
                   reason="unexpected") == 0
+
+
+async def test_http_nodes_join_and_rejoin(harness: Harness, settings) -> None:
+    gateway = await fast_gateway(harness)
+    server = await serve(harness, HttpNodeApp(dict.fromkeys(("h0", "h1"), example("dora"))))
+    addresses = {node_id: server.address(node_id) for node_id in ("h0", "h1")}
+    node_settings = settings(NodeSettings, gateway_url=gateway.api.url)
+    await join_all(node_settings, addresses)
+    assert await connected(gateway) == ["h0", "h1"]
+    await asyncio.wait_for(join_all(node_settings, addresses), WAIT_S)  # 409s: joined already
+    await start_bridge(harness, settings)
+    await models_answered_by(gateway, 2)
 
 
 async def test_poison_broadcasts_are_dropped(harness: Harness, settings, amqp_url: str,
