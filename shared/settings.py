@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -110,6 +110,39 @@ class SearchSettings(BaseGridSettings):
     # inventory version and the live set is unchanged.
     search_cache: bool = True
     search_cache_entries: int = Field(default=4096, ge=1)
+
+
+class BridgeSettings(BaseGridSettings):
+    """The HTTP bridge: answers broadcasts for registered nodes that speak only HTTP."""
+
+    # The name bridged heartbeats carry (Heartbeat.bridge); unset: "bridge-<host>-<pid>".
+    bridge_name: str | None = Field(default=None, min_length=1, max_length=128)
+    # Connections the one HTTP client keeps open at most, to all nodes together.
+    bridge_http_pool: int = Field(default=100, ge=1)
+    # A cap on each HTTP call to a node; a broadcast's own deadline bounds it first.
+    bridge_call_timeout_s: float = Field(default=5.0, gt=0)
+    # How often a bridged node that served no call lately is probed; unset: GRID_HEARTBEAT_S.
+    bridge_probe_s: float | None = Field(default=None, gt=0)
+    # A node's answer larger than this is malformed (a node cannot flood the bridge).
+    bridge_max_answer_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Broadcasts one bridge holds at once; the rest wait for it or go to another bridge.
+    prefetch: int = Field(default=32, ge=1)
+    membership_refresh_s: float = Field(default=30.0, gt=0)
+    shutdown_grace_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bridged_replies_can_count(self) -> BridgeSettings:
+        # With it, the search worker and registry count a reply or heartbeat only from
+        # the node's own broker user: every bridged answer would be dropped.
+        if self.verify_node_user:
+            raise ValueError("GRID_VERIFY_NODE_USER is set: bridged replies and heartbeats "
+                             "come from the bridge's broker user, never the node's, so the "
+                             "gateway would drop them all; the bridge cannot run with it")
+        return self
+
+    @property
+    def probe_s(self) -> float:
+        return self.bridge_probe_s or self.heartbeat_s
 
 
 class NodeSettings(BaseGridSettings):

@@ -46,6 +46,11 @@ class Names:
     def dead_letter_queue(self) -> str:
         return f"{self.namespace}.dead-letters"
 
+    @property
+    def bridge_queue(self) -> str:
+        """The HTTP bridges' shared broadcast queue (competing consumers)."""
+        return f"{self.namespace}.bridge"
+
     def node_queue(self, node_id: str) -> str:
         return f"{self.namespace}.node.{node_id}"
 
@@ -113,6 +118,24 @@ async def declare_node_queue(
         names.node_queue(node_id), durable=False, arguments=node_queue_arguments(message_ttl_s)
     )
     # Bound by name: the gateway declares the exchange; a node needs no right to.
+    await queue.bind(names.broadcast_exchange)
+    return queue
+
+
+# The bridge queue's arguments are fixed (not settings): every bridge must declare
+# the queue exactly alike. Stale broadcasts are dropped unread, as in a node queue.
+BRIDGE_QUEUE_ARGUMENTS = {"x-message-ttl": 10_000, "x-max-length": 1000,
+                          "x-overflow": "drop-head"}
+
+
+async def declare_bridge_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
+    """The queue all HTTP bridges share, bound to the broadcast exchange.
+
+    One copy of each broadcast goes to one bridge. Transient and auto-deleted:
+    while no bridge runs, no copies pile up.
+    """
+    queue = await channel.declare_queue(names.bridge_queue, durable=False, auto_delete=True,
+                                        arguments=BRIDGE_QUEUE_ARGUMENTS)
     await queue.bind(names.broadcast_exchange)
     return queue
 

@@ -26,7 +26,9 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 WORKERS = ("registry", "search")
 DEMO_NODES = ("alice", "bob", "carol")
 HEALTHCHECKED = ("rabbitmq", "postgres", "api")
-SERVICES = ("rabbitmq", "postgres", "api", *WORKERS, *DEMO_NODES)
+# Off unless started with --profile bridge: the HTTP bridge and an HTTP-only node.
+BRIDGE_PROFILE = ("bridge", "dora")
+SERVICES = ("rabbitmq", "postgres", "api", *WORKERS, *DEMO_NODES, *BRIDGE_PROFILE)
 # A setting's name in a compose file: AMQP_URL or GRID_ followed by capitals.
 SETTING_NAME = re.compile(r"\b(?:AMQP_URL|GRID_[A-Z0-9_]+)\b")
 
@@ -84,7 +86,7 @@ def test_every_service_exists(services: dict[str, dict[str, Any]]) -> None:
     assert set(SERVICES) <= set(services), f"missing: {set(SERVICES) - set(services)}"
 
 
-@pytest.mark.parametrize("name", WORKERS)
+@pytest.mark.parametrize("name", (*WORKERS, "bridge"))
 def test_workers_can_scale(services: dict[str, dict[str, Any]], name: str) -> None:
     # A fixed container name or host port would make --scale fail on the second replica.
     assert "container_name" not in services[name]
@@ -153,6 +155,30 @@ def test_demo_nodes(services: dict[str, dict[str, Any]], name: str) -> None:
     assert inventory.parent == ROOT / "examples" and inventory.is_file(), inventory
     Inventory.from_file(inventory)  # raises if the file is not a valid inventory
     assert environment(node)["GRID_GATEWAY_URL"] == "http://api:8000"
+
+
+def test_the_bridge_profile_is_off_by_default(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        expected = ["bridge"] if name in BRIDGE_PROFILE else None
+        assert service.get("profiles") == expected, f"{name}: {service.get('profiles')}"
+
+
+def test_bridge_service(services: dict[str, dict[str, Any]]) -> None:
+    bridge = services["bridge"]
+    assert bridge["command"] == ["python", "-m", "services.bridge"]
+    assert "rabbitmq" in bridge["depends_on"]
+    assert environment(bridge)["GRID_METRICS_PORT"] == "9100"
+
+
+def test_http_only_demo_node(services: dict[str, dict[str, Any]]) -> None:
+    command = services["dora"]["command"]
+    assert command[:3] == ["python", "-m", "services.node.httpnode"]
+    assert "--join" in command and option(command, "--id") == "dora"
+    assert option(command, "--host") == "0.0.0.0"
+    assert option(command, "--public-url") == f"http://dora:{option(command, '--port')}"
+    Inventory.from_file(ROOT / option(command, "--inventory"))
+    assert environment(services["dora"])["GRID_GATEWAY_URL"] == "http://api:8000"
+    assert "api" in services["dora"]["depends_on"]
 
 
 def compose_command() -> list[str] | None:

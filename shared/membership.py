@@ -1,0 +1,179 @@
+"""A worker's view of the network: registered nodes, and who is heard on the bus, and how.
+
+A :class:`Membership` is fed by the heartbeats and membership events on
+``<ns>.events`` and bootstrapped and refreshed from the registry's node list;
+:class:`MembershipFeed` does the feeding. It tells apart a node heard *by
+itself* (a heartbeat without ``bridge``) from one a bridge speaks for, so that:
+
+- the search worker waits for :meth:`Membership.expected` (heard at all within the TTL);
+- an HTTP bridge speaks only for nodes not heard by themselves
+  (:meth:`Membership.speaks_for_itself`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared import codec
+from shared.bus import Bus
+from shared.contracts import (
+    LIST_NODES,
+    Heartbeat,
+    ListRequest,
+    MembershipEvent,
+    NodeList,
+    NodeRecord,
+)
+from shared.errors import GridError, InvalidRequest
+from shared.liveness import Liveness
+from shared.rpc import RpcClient
+from shared.topology import EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
+
+log = logging.getLogger(__name__)
+EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
+HeartbeatHandler = Callable[[Heartbeat], None]
+
+
+class Membership:
+    """Registered node addresses, when each was last heard, and whether by itself."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.addresses: dict[str, str] = {}
+        # Heard at all: by itself, or through a bridge.
+        self.liveness = Liveness(ttl_s, clock)
+        # Heard by itself (a heartbeat without ``bridge``).
+        self.own_voice = Liveness(ttl_s, clock)
+        self._known_since: dict[str, float] = {}
+
+    def load(self, records: list[NodeRecord]) -> None:
+        """Replace the node list with the registry's, keeping what was heard since."""
+        for node_id in set(self.addresses) - {record.node_id for record in records}:
+            self._forget(node_id)
+        for record in records:
+            self._register(record.node_id, record.node_address)
+            age = record.heartbeat_age_s
+            if age is not None and not self.liveness.is_live(record.node_id):
+                self.liveness.heard(record.node_id, ago_s=age)
+
+    def on_event(self, event: MembershipEvent) -> None:
+        if event.kind == "joined":
+            self._register(event.node_id, event.node_address)
+        elif event.kind == "left":
+            self._forget(event.node_id)
+
+    def on_heartbeat(self, beat: Heartbeat) -> None:
+        if beat.node_id not in self.addresses:
+            return  # not registered: a node joins first
+        self.liveness.heard(beat.node_id)
+        if beat.bridge is None:
+            self.own_voice.heard(beat.node_id)
+
+    def expected(self) -> dict[str, str]:
+        """The nodes a search should wait for: registered and heard within the TTL."""
+        is_live = self.liveness.is_live
+        return {node_id: address for node_id, address in self.addresses.items() if is_live(node_id)}
+
+    def speaks_for_itself(self, node_id: str) -> bool:
+        """True when the node itself was heard on the bus within the TTL."""
+        return self.own_voice.is_live(node_id)
+
+    def known_for(self, node_id: str) -> float:
+        """Seconds since this process learned that the node is registered (0: unknown)."""
+        since = self._known_since.get(node_id)
+        return 0.0 if since is None else self.clock() - since
+
+    def _register(self, node_id: str, address: str) -> None:
+        self.addresses[node_id] = address
+        self._known_since.setdefault(node_id, self.clock())
+
+    def _forget(self, node_id: str) -> None:
+        self.addresses.pop(node_id, None)
+        self._known_since.pop(node_id, None)
+        self.liveness.forget(node_id)
+        self.own_voice.forget(node_id)
+
+
+async def follow_events(bus: Bus, names: Names, on_event: EventHandler,
+                        on_heartbeat: HeartbeatHandler) -> None:
+    """Follow heartbeats (whole, with ``bridge``) and membership events through a private queue.
+
+    With ``verify_node_user`` set, a heartbeat counts only when the broker-validated
+    ``user_id`` of the message is the node's id, as in :func:`shared.liveness.subscribe_events`.
+    """
+    verify = bus.settings.verify_node_user
+    channel = await bus.channel(prefetch=256)
+    exchange = await declare_events(channel, names)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    # "#", not "*": node ids may contain dots, which split routing-key words.
+    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
+    await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        try:
+            if message.routing_key and message.routing_key.startswith("heartbeat."):
+                beat = codec.decode(Heartbeat, message.body)
+                if verify and message.user_id != beat.node_id:
+                    return
+                on_heartbeat(beat)
+            else:
+                result = on_event(codec.decode(MembershipEvent, message.body))
+                if result is not None:
+                    await result
+        except InvalidRequest as exc:
+            log.warning("ignored a malformed event", extra={"error": exc.message})
+
+    await queue.consume(on_message, no_ack=True)
+
+
+class MembershipFeed:
+    """Keeps a :class:`Membership` current: events as they come, and the registry's list
+    at start and every ``refresh_s`` (which heals any event missed)."""
+
+    def __init__(self, bus: Bus, names: Names, membership: Membership, registry: RpcClient,
+                 refresh_s: float) -> None:
+        self.bus = bus
+        self.names = names
+        self.membership = membership
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._refresher: asyncio.Task | None = None
+        # Set once the registry's list has been read at least once.
+        self.loaded = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe first, then read the list, so no event falls in between."""
+        await follow_events(self.bus, self.names, self.membership.on_event,
+                            self.membership.on_heartbeat)
+        self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+
+    async def refresh(self) -> None:
+        """Read every registered node (and when it was last heard) from the registry."""
+        nodes = await self.registry.call(self.names.registry_queue, LIST_NODES,
+                                         ListRequest(include_offline=True), NodeList,
+                                         self.bus.settings.rpc_timeout_s)
+        self.membership.load(nodes.nodes)
+        self.loaded.set()
+
+    async def _refresh_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.refresh()
+                delay = self.refresh_s
+            except GridError as exc:  # registry not up yet: retry soon
+                log.warning("cannot read the node list", extra={"error": exc.message})
+                delay = min(max(delay * 2, 0.2), 2.0)
+            await asyncio.sleep(delay)
