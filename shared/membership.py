@@ -5,7 +5,8 @@ A :class:`Membership` is fed by the heartbeats and membership events on
 :class:`MembershipFeed` does the feeding. It tells apart a node heard *by
 itself* (a heartbeat without ``bridge``) from one a bridge speaks for, so that:
 
-- the search worker waits for :meth:`Membership.expected` (heard at all within the TTL);
+- the search worker waits for :meth:`Membership.expected` (heard at all within the TTL),
+  and caches answers while :attr:`Membership.generation` stays the same;
 - an HTTP bridge speaks only for nodes not heard by themselves
   (:meth:`Membership.speaks_for_itself`).
 """
@@ -16,11 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from shared import codec
 from shared.bus import Bus
 from shared.contracts import (
     LIST_NODES,
@@ -30,27 +28,37 @@ from shared.contracts import (
     NodeList,
     NodeRecord,
 )
-from shared.errors import GridError, InvalidRequest
-from shared.liveness import Liveness
+from shared.errors import GridError
+from shared.liveness import Liveness, subscribe_events
 from shared.rpc import RpcClient
-from shared.topology import EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
+from shared.topology import Names
 
 log = logging.getLogger(__name__)
-EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
-HeartbeatHandler = Callable[[Heartbeat], None]
 
 
 class Membership:
-    """Registered node addresses, when each was last heard, and whether by itself."""
+    """Registered node addresses, who was heard lately (and whether by itself), versions.
+
+    ``generation`` counts changes to what a search would see (the live nodes, their
+    addresses and their inventory versions): an answer computed at one generation
+    is still right at the same generation, if every node it covers announces a
+    version (see ``services/search/cache.py``).
+    """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.addresses: dict[str, str] = {}
+        self.versions: dict[str, str | None] = {}
         # Heard at all: by itself, or through a bridge.
         self.liveness = Liveness(ttl_s, clock)
         # Heard by itself (a heartbeat without ``bridge``).
         self.own_voice = Liveness(ttl_s, clock)
         self._known_since: dict[str, float] = {}
+        self.generation = 0
+        # The live set, kept until a change or until its first node could fall silent.
+        self._expected: dict[str, str] | None = None
+        self._valid_until = 0.0
+        self._versioned = False
 
     def load(self, records: list[NodeRecord]) -> None:
         """Replace the node list with the registry's, keeping what was heard since."""
@@ -61,24 +69,42 @@ class Membership:
             age = record.heartbeat_age_s
             if age is not None and not self.liveness.is_live(record.node_id):
                 self.liveness.heard(record.node_id, ago_s=age)
+        self._expected = None
 
     def on_event(self, event: MembershipEvent) -> None:
         if event.kind == "joined":
             self._register(event.node_id, event.node_address)
         elif event.kind == "left":
             self._forget(event.node_id)
+        self._expected = None
 
     def on_heartbeat(self, beat: Heartbeat) -> None:
-        if beat.node_id not in self.addresses:
+        node_id = beat.node_id
+        if node_id not in self.addresses:
             return  # not registered: a node joins first
-        self.liveness.heard(beat.node_id)
+        if not self.liveness.is_live(node_id):
+            self._expected = None
+        self.liveness.heard(node_id)
         if beat.bridge is None:
-            self.own_voice.heard(beat.node_id)
+            self.own_voice.heard(node_id)
+        if node_id not in self.versions or self.versions[node_id] != beat.version:
+            self.versions[node_id] = beat.version
+            self.generation += 1
+            self._expected = None
 
     def expected(self) -> dict[str, str]:
-        """The nodes a search should wait for: registered and heard within the TTL."""
-        is_live = self.liveness.is_live
-        return {node_id: address for node_id, address in self.addresses.items() if is_live(node_id)}
+        """The nodes a search should wait for: registered and heard within the TTL.
+
+        The dict is shared until the next change: callers must not modify it.
+        """
+        if self._expected is None or self.clock() >= self._valid_until:
+            self._recompute()
+        return self._expected
+
+    def all_versioned(self) -> bool:
+        """True when every live node announces an inventory version (answers may be cached)."""
+        self.expected()
+        return self._versioned
 
     def speaks_for_itself(self, node_id: str) -> bool:
         """True when the node itself was heard on the bus within the TTL."""
@@ -89,47 +115,26 @@ class Membership:
         since = self._known_since.get(node_id)
         return 0.0 if since is None else self.clock() - since
 
+    def _recompute(self) -> None:
+        is_live, expires_at = self.liveness.is_live, self.liveness.expires_at
+        live = {node_id: address for node_id, address in self.addresses.items()
+                if is_live(node_id)}
+        if live != self._expected:
+            self.generation += 1
+        self._expected = live
+        self._valid_until = min((expires_at(node_id) for node_id in live), default=float("inf"))
+        self._versioned = all(self.versions.get(node_id) is not None for node_id in live)
+
     def _register(self, node_id: str, address: str) -> None:
         self.addresses[node_id] = address
         self._known_since.setdefault(node_id, self.clock())
 
     def _forget(self, node_id: str) -> None:
         self.addresses.pop(node_id, None)
+        self.versions.pop(node_id, None)
         self._known_since.pop(node_id, None)
         self.liveness.forget(node_id)
         self.own_voice.forget(node_id)
-
-
-async def follow_events(bus: Bus, names: Names, on_event: EventHandler,
-                        on_heartbeat: HeartbeatHandler) -> None:
-    """Follow heartbeats (whole, with ``bridge``) and membership events through a private queue.
-
-    With ``verify_node_user`` set, a heartbeat counts only when the broker-validated
-    ``user_id`` of the message is the node's id, as in :func:`shared.liveness.subscribe_events`.
-    """
-    verify = bus.settings.verify_node_user
-    channel = await bus.channel(prefetch=256)
-    exchange = await declare_events(channel, names)
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    # "#", not "*": node ids may contain dots, which split routing-key words.
-    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
-    await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        try:
-            if message.routing_key and message.routing_key.startswith("heartbeat."):
-                beat = codec.decode(Heartbeat, message.body)
-                if verify and message.user_id != beat.node_id:
-                    return
-                on_heartbeat(beat)
-            else:
-                result = on_event(codec.decode(MembershipEvent, message.body))
-                if result is not None:
-                    await result
-        except InvalidRequest as exc:
-            log.warning("ignored a malformed event", extra={"error": exc.message})
-
-    await queue.consume(on_message, no_ack=True)
 
 
 class MembershipFeed:
@@ -149,8 +154,8 @@ class MembershipFeed:
 
     async def start(self) -> None:
         """Subscribe first, then read the list, so no event falls in between."""
-        await follow_events(self.bus, self.names, self.membership.on_event,
-                            self.membership.on_heartbeat)
+        await subscribe_events(self.bus, self.names, self.membership.on_event,
+                               self.membership.on_heartbeat)
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def stop(self) -> None:

@@ -2,7 +2,7 @@
 
 An answer is kept only when every node it asked answered, each reply naming
 the inventory version its node announced, and it is served only at the membership generation it was
-computed at (:class:`services.search.membership.Membership`): a version bump,
+computed at (:class:`shared.membership.Membership`): a version bump,
 a node going offline or coming back, a join or a delete moves the generation
 on, and every answer kept for the old one is dropped at the next look-up.
 Nodes that send no version are asked every time.

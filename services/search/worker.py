@@ -19,23 +19,19 @@ from pydantic import ValidationError
 from services.search.budget import QueryBudget
 from services.search.cache import AnswerCache
 from services.search.gather import Gather, aggregate
-from services.search.membership import Membership
 from shared import codec
 from shared.bus import Bus, deadline_after
 from shared.contracts import (
-    LIST_NODES,
     NODE_QUERY,
     SEARCH,
-    ListRequest,
-    NodeList,
     NodeReply,
     SearchRequest,
     SearchResult,
 )
-from shared.errors import GridError, Overloaded
+from shared.errors import Overloaded
 from shared.frames import Delivery
-from shared.liveness import subscribe_events
 from shared.logs import REQUEST_ID_HEADER, request_id
+from shared.membership import Membership, MembershipFeed
 from shared.metrics import LATENCY_BUCKETS, WorkerMetrics
 from shared.rpc import (
     DEADLINE_HEADER,
@@ -96,7 +92,8 @@ class SearchWorker:
         self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
         self.budget = QueryBudget(settings.search_max_node_queries)
         self.cache = AnswerCache(settings.search_cache_entries) if settings.search_cache else None
-        self._refresher: asyncio.Task | None = None
+        self.feed = MembershipFeed(self.bus, self.names, self.membership, self.registry,
+                                   settings.membership_refresh_s)
 
     async def start(self) -> None:
         await self.bus.connect()
@@ -104,40 +101,15 @@ class SearchWorker:
         await self.bus.fast.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
         await self.bus.consume_direct(self.reply_queue, self._on_node_reply)
         await self.registry.start()
-        await subscribe_events(self.bus, self.names, self.membership.on_event,
-                               self.membership.on_heartbeat)
-        self._refresher = asyncio.create_task(self._refresh_membership_forever())
+        await self.feed.start()
         await self.server.start()
         self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
 
     async def stop(self) -> None:
         """Stop taking searches, finish those in hand, then close the bus."""
         await self.server.stop(self.settings.shutdown_grace_s)
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await self.feed.stop()
         await self.bus.close()
-
-    # --- membership -------------------------------------------------------------
-
-    async def refresh_membership(self) -> None:
-        """Read every registered node (and when it was last heard) from the registry."""
-        nodes = await self.registry.call(self.names.registry_queue, LIST_NODES,
-                                         ListRequest(include_offline=True), NodeList,
-                                         self.settings.rpc_timeout_s)
-        self.membership.load(nodes.nodes)
-
-    async def _refresh_membership_forever(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self.refresh_membership()
-                delay = self.settings.membership_refresh_s
-            except GridError as exc:  # registry not up yet: retry soon
-                log.warning("cannot read the node list", extra={"error": exc.message})
-                delay = min(max(delay * 2, 0.2), 2.0)
-            await asyncio.sleep(delay)
 
     # --- search -----------------------------------------------------------------
 
