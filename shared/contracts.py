@@ -190,5 +190,8 @@ class SearchResult(Contract):
     hosts: list[EncryptedHost] = []
     # list_models / list_tags asked per_node: each answering node's own names, sorted
     by_node: dict[str, list[str]] = {}
-    # Answered from the search worker's cache, without asking the nodes again.
+    # Answered from a cache, without asking the nodes again.
     cached: bool = False
+    # Set on an answer that may be cached: the digest of the network it holds for
+    # (Membership.state: live nodes, addresses, versions); None: do not cache it.
+    state: str | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,7 +43,7 @@ class Membership:
     ``generation`` counts changes to what a search would see (the live nodes, their
     addresses and their inventory versions): an answer computed at one generation
     is still right at the same generation, if every node it covers announces a
-    version (see ``services/search/cache.py``).
+    version (see :mod:`shared.answers`).
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -55,10 +56,12 @@ class Membership:
         self.own_voice = Liveness(ttl_s, clock)
         self._known_since: dict[str, float] = {}
         self.generation = 0
-        # The live set, kept until a change or until its first node could fall silent.
-        self._expected: dict[str, str] | None = None
+        # The live set, kept until a change (stale) or until its first node could fall silent.
+        self._expected: dict[str, str] = {}
+        self._stale = True
         self._valid_until = 0.0
         self._versioned = False
+        self._state: tuple[int, str | None] = (-1, None)  # (generation, digest)
 
     def load(self, records: list[NodeRecord]) -> None:
         """Replace the node list with the registry's, keeping what was heard since."""
@@ -69,35 +72,35 @@ class Membership:
             age = record.heartbeat_age_s
             if age is not None and not self.liveness.is_live(record.node_id):
                 self.liveness.heard(record.node_id, ago_s=age)
-        self._expected = None
+        self._stale = True
 
     def on_event(self, event: MembershipEvent) -> None:
         if event.kind == "joined":
             self._register(event.node_id, event.node_address)
         elif event.kind == "left":
             self._forget(event.node_id)
-        self._expected = None
+        self._stale = True
 
     def on_heartbeat(self, beat: Heartbeat) -> None:
         node_id = beat.node_id
         if node_id not in self.addresses:
             return  # not registered: a node joins first
         if not self.liveness.is_live(node_id):
-            self._expected = None
+            self._stale = True
         self.liveness.heard(node_id)
         if beat.bridge is None:
             self.own_voice.heard(node_id)
         if node_id not in self.versions or self.versions[node_id] != beat.version:
             self.versions[node_id] = beat.version
             self.generation += 1
-            self._expected = None
+            self._stale = True
 
     def expected(self) -> dict[str, str]:
         """The nodes a search should wait for: registered and heard within the TTL.
 
         The dict is shared until the next change: callers must not modify it.
         """
-        if self._expected is None or self.clock() >= self._valid_until:
+        if self._stale or self.clock() >= self._valid_until:
             self._recompute()
         return self._expected
 
@@ -105,6 +108,22 @@ class Membership:
         """True when every live node announces an inventory version (answers may be cached)."""
         self.expected()
         return self._versioned
+
+    def state(self) -> str | None:
+        """A digest of what a search sees now: the live nodes, their addresses and versions.
+
+        Two processes following the same events agree on it; None while a live
+        node announces no version (nothing may be cached then).
+        """
+        if not self.all_versioned():
+            return None
+        generation, digest = self._state
+        if generation != self.generation:
+            lines = (f"{node_id}\0{address}\0{self.versions[node_id]}\n"
+                     for node_id, address in sorted(self._expected.items()))
+            digest = hashlib.blake2b("".join(lines).encode(), digest_size=12).hexdigest()
+            self._state = (self.generation, digest)
+        return digest
 
     def speaks_for_itself(self, node_id: str) -> bool:
         """True when the node itself was heard on the bus within the TTL."""
@@ -121,7 +140,7 @@ class Membership:
                 if is_live(node_id)}
         if live != self._expected:
             self.generation += 1
-        self._expected = live
+        self._expected, self._stale = live, False
         self._valid_until = min((expires_at(node_id) for node_id in live), default=float("inf"))
         self._versioned = all(self.versions.get(node_id) is not None for node_id in live)
 

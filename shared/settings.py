@@ -55,7 +55,19 @@ class BaseGridSettings(BaseSettings):
         return unquote(urlsplit(self.amqp_url).username or "guest")
 
 
-class ApiSettings(BaseGridSettings):
+class CachingSettings(BaseGridSettings):
+    """What the processes that cache search answers share (the API and the search worker)."""
+
+    # Answer a repeated search from memory while every live node announces the same
+    # inventory version and the live set is unchanged.
+    search_cache: bool = True
+    search_cache_entries: int = Field(default=4096, ge=1)
+    # How often the node list is re-read from the registry, to heal any
+    # membership event missed.
+    membership_refresh_s: float = Field(default=30.0, gt=0)
+
+
+class ApiSettings(CachingSettings):
     """The HTTP front door."""
 
     api_host: str = "127.0.0.1"
@@ -92,7 +104,7 @@ class RegistrySettings(BaseGridSettings):
     shutdown_grace_s: float = Field(default=10.0, gt=0)
 
 
-class SearchSettings(BaseGridSettings):
+class SearchSettings(CachingSettings):
     """The scatter-gather worker."""
 
     search_timeout_s: float = Field(default=2.0, gt=0)
@@ -102,14 +114,7 @@ class SearchSettings(BaseGridSettings):
     # its caller's deadline: an overloaded fleet then answers some searches fully
     # instead of every search with nobody. A search larger than this runs alone.
     search_max_node_queries: int = Field(default=2000, ge=1)
-    # How often the worker re-reads the node list from the registry, to heal
-    # any membership event it missed.
-    membership_refresh_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, gt=0)
-    # Answer a repeated search from memory while every live node reports the same
-    # inventory version and the live set is unchanged.
-    search_cache: bool = True
-    search_cache_entries: int = Field(default=4096, ge=1)
 
 
 class BridgeSettings(BaseGridSettings):

@@ -141,9 +141,16 @@ class Harness:
     async def gateway(self, registries: int = 1, searches: int = 1, wait: bool = True,
                       registry: dict | None = None, search: dict | None = None,
                       **api: Any) -> Gateway:
-        """API plus workers; with ``wait``, returns once /readyz says ready."""
+        """API plus workers; with ``wait``, returns once /readyz says ready.
+
+        The API follows node liveness too (for its search cache): it gets the
+        search worker's TTL unless told otherwise, as in a deployment where every
+        process reads the same GRID_NODE_TTL_S.
+        """
         found = [await self.registry(**(registry or {})) for _ in range(registries)]
         searched = [await self.search(**(search or {})) for _ in range(searches)]
+        if search and "node_ttl_s" in search:
+            api.setdefault("node_ttl_s", search["node_ttl_s"])
         server = await self.api(**api)
         gateway = Gateway(server, await self.client(server), found, searched)
         if wait:

@@ -49,6 +49,17 @@ def cache_count(worker: SearchWorker, outcome: str) -> float:
                                                     {"outcome": outcome}) or 0
 
 
+def api_hits(gateway: Gateway) -> float:
+    return gateway.api.app.state.metrics.get_sample_value(
+        "grid_api_search_cache_total", {"outcome": "hit"}) or 0
+
+
+def searches_handled(worker: SearchWorker) -> float:
+    return worker.metrics.registry.get_sample_value(
+        "grid_worker_message_seconds_count",
+        {"service": "search", "op": "search", "outcome": "ok"}) or 0
+
+
 async def sees_version(worker: SearchWorker, node: GridNode) -> None:
     async def seen() -> bool:
         return worker.membership.versions.get(node.node_id) == node.version
@@ -66,7 +77,25 @@ async def test_repeated_search_is_answered_from_the_cache(network: Network) -> N
     again = await gateway.client.post("/search", json={"query": ["#mnist", "#train"]})
     assert again.json() == tags.json() == [["alice", "http://alice:5000"]]
     assert again.headers["x-grid-cache"] == "hit"  # the same query, tags in another order
-    assert cache_count(gateway.searches[0], "hit") >= 2
+    assert api_hits(gateway) >= 2
+
+
+async def test_a_hit_in_the_api_makes_no_round_trip(network: Network) -> None:
+    gateway, worker = network.gateway, network.gateway.searches[0]
+    await search_model(gateway)
+    handled = searches_handled(worker)
+    assert [(await search_model(gateway))[1] for _ in range(5)] == ["hit"] * 5
+    assert searches_handled(worker) == handled
+
+
+async def test_the_worker_answers_from_its_cache_when_the_api_keeps_none(
+        harness: Harness) -> None:
+    gateway = await harness.gateway(search_cache=False)  # the API's own cache off
+    await harness.node(gateway, "alice", ALICE)
+    await gateway.wait_search_sees(1)
+    assert [(await search_model(gateway))[1] for _ in range(3)] == ["miss", "hit", "hit"]
+    assert cache_count(gateway.searches[0], "hit") == 2
+    assert api_hits(gateway) == 0
 
 
 async def test_inventory_change_is_seen_at_once(network: Network) -> None:
@@ -165,14 +194,15 @@ async def _asked(gateway: Gateway, count: str) -> bool:
 
 
 async def test_cache_can_be_turned_off(harness: Harness) -> None:
-    gateway = await harness.gateway(search={"search_cache": False})
+    gateway = await harness.gateway(search={"search_cache": False}, search_cache=False)
     await harness.node(gateway, "alice", ALICE)
     await gateway.wait_search_sees(1)
     assert [(await search_model(gateway))[1] for _ in range(3)] == ["miss"] * 3
 
 
 async def test_two_search_workers_keep_their_own_caches(harness: Harness) -> None:
-    gateway = await harness.gateway(searches=2, registry=FAST, search=FAST)
+    # The API's own cache off, so that every search reaches a worker.
+    gateway = await harness.gateway(searches=2, registry=FAST, search=FAST, search_cache=False)
     node = await harness.node(gateway, "alice", ALICE, **FAST_NODE)
     await gateway.wait_search_sees(1)
 

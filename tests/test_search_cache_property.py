@@ -3,12 +3,14 @@
 Hypothesis draws a network (two or three versioned nodes) and a sequence of
 steps: inventory changes, joins, deaths (a node falls silent), returns,
 deletes and searches. Each example runs against a gateway of its own on the
-real broker. After every membership step the test awaits (bounded) the search
-worker seeing it; every search is then answered three ways: through the cache
-(twice: the second time must be a hit when the first was complete), by a fresh
-broadcast that bypasses the cache, and from the model of the network. All
-must agree. A fixed battery of searches runs after every step, so that every
-change meets answers cached before it.
+real broker. After every membership step the test awaits (bounded) both
+caching views of the network seeing it (the search worker's and the API's);
+every search is then answered through the worker's cache (twice: the second
+time must be a hit when the first was complete), by a fresh broadcast that
+bypasses the cache, through the HTTP API (twice: the second time the API's own
+cache must answer) and from the model of the network. All must agree. A fixed
+battery of searches runs after every step, so that every change meets answers
+cached before it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -25,11 +28,11 @@ from hypothesis import strategies as st
 from services.node.inventory import Inventory
 from services.node.sdk import GridNode
 from services.search.gather import Gather, aggregate
-from services.search.worker import SearchWorker
 from shared.contracts import SearchRequest, SearchResult
+from shared.membership import Membership
 from shared.settings import NodeSettings, RegistrySettings, SearchSettings
 from shared.topology import Names, delete_namespace
-from tests.harness import Harness, eventually
+from tests.harness import Gateway, Harness, eventually
 
 TTL_S = 0.8
 SLOTS = 4
@@ -78,12 +81,18 @@ def address(node_id: str) -> str:
 
 
 class Network:
-    """The gateway under test, its nodes, and the model of which nodes are live with what."""
+    """The gateway under test, its nodes, and the model of which nodes are live with what.
 
-    def __init__(self, harness: Harness, api_url: str, worker: SearchWorker) -> None:
+    Both caching views of the network (the search worker's, and the API's in front
+    of it) are awaited after each step, so that both have seen it.
+    """
+
+    def __init__(self, harness: Harness, gateway: Gateway) -> None:
         self.harness = harness
-        self.api_url = api_url
-        self.worker = worker
+        self.gateway = gateway
+        self.worker = gateway.searches[0]
+        self.views = [self.worker.membership,
+                      gateway.api.app.state.gateway.near.membership]
         self.nodes: dict[str, GridNode] = {}  # running nodes
         self.registered: set[str] = set()
         self.live: dict[str, Inventory] = {}
@@ -91,14 +100,14 @@ class Network:
     async def start(self, node_id: str, inventory: Inventory) -> None:
         if node_id in self.nodes:
             return
-        node = GridNode(self.harness.make(NodeSettings, gateway_url=self.api_url,
-                                          heartbeat_s=0.15), node_id, address(node_id), inventory)
+        node = GridNode(self._node_settings(heartbeat_s=0.15), node_id, address(node_id),
+                        inventory)
         self.nodes[node_id] = node
         await node.start()
         self.registered.add(node_id)
         self.live[node_id] = inventory
-        await self._seen(lambda: self.worker.membership.expected().get(node_id)
-                         and self.worker.membership.versions.get(node_id) == node.version)
+        await self._all_see(lambda view: view.expected().get(node_id)
+                            and view.versions.get(node_id) == node.version)
 
     async def change(self, node_id: str, inventory: Inventory) -> None:
         node = self.nodes.get(node_id)
@@ -106,7 +115,7 @@ class Network:
             return
         await node.update_inventory(inventory)
         self.live[node_id] = inventory
-        await self._seen(lambda: self.worker.membership.versions.get(node_id) == node.version)
+        await self._all_see(lambda view: view.versions.get(node_id) == node.version)
 
     async def kill(self, node_id: str) -> None:
         node = self.nodes.pop(node_id, None)
@@ -114,37 +123,45 @@ class Network:
             return
         await node.stop()
         del self.live[node_id]
-        await self._seen(lambda: node_id not in self.worker.membership.expected(),
-                         within=TTL_S * 10)
+        await self._all_see(lambda view: node_id not in view.expected(), within=TTL_S * 10)
 
     async def delete(self, node_id: str) -> None:
         if node_id not in self.registered:
             return
         node = self.nodes.pop(node_id, None) or GridNode(
-            self.harness.make(NodeSettings, gateway_url=self.api_url), node_id,
-            address(node_id), Inventory())
+            self._node_settings(), node_id, address(node_id), Inventory())
         await node.stop(leave=True)
         self.registered.discard(node_id)
         self.live.pop(node_id, None)
-        await self._seen(lambda: node_id not in self.worker.membership.addresses)
+        await self._all_see(lambda view: node_id not in view.addresses)
 
     async def search(self, query: SearchRequest) -> None:
-        membership = self.worker.membership
+        expected = self.model_answer(query)
         for _attempt in range(3):  # again if a live node's heartbeat came late (a flicker)
-            generation = membership.generation
+            generations = [view.generation for view in self.views]
             first = await self.worker.search(query)
             second = await self.worker.search(query)
             fresh = await self.worker._scatter_gather(query)
-            if (membership.generation == generation
-                    and set(membership.expected()) == set(self.live)):
+            through_api = [await self.http(query) for _ in range(2)]
+            if (generations == [view.generation for view in self.views]
+                    and all(set(view.expected()) == set(self.live) for view in self.views)):
                 break
         else:
             raise AssertionError("the live set kept changing under the searches")
-        expected = self.model_answer(query)
         assert plain(first) == plain(fresh) == expected, (query, first, fresh, expected)
         assert plain(second) == expected, (query, second, expected)
+        body = http_body(query, expected)
+        assert [answer for answer, _ in through_api] == [body, body], (query, through_api)
         if expected.asked:
             assert second.cached, (query, first, second)
+            assert through_api[1][1] == "hit", (query, through_api)
+
+    async def http(self, query: SearchRequest) -> tuple[object, str]:
+        """The query through the HTTP API: the answer's JSON and its X-Grid-Cache header."""
+        method, path, body = ROUTES[query.op](query)
+        response = await self.gateway.client.request(method, path, json=body)
+        assert response.status_code == 200, response.text
+        return response.json(), response.headers["x-grid-cache"]
 
     def model_answer(self, query: SearchRequest) -> SearchResult:
         gather = Gather({node_id: address(node_id) for node_id in self.live})
@@ -152,15 +169,42 @@ class Network:
             gather.add(inventory.answer(node_id, query))
         return aggregate(query, gather)
 
-    async def _seen(self, check, within: float = 10.0) -> None:
+    def _node_settings(self, **overrides: object) -> NodeSettings:
+        return self.harness.make(NodeSettings, gateway_url=self.gateway.api.url, **overrides)
+
+    async def _all_see(self, check: Callable[[Membership], object],
+                       within: float = 10.0) -> None:
         async def seen() -> bool:
-            return bool(check())
+            return all(check(view) for view in self.views)
 
         await eventually(seen, within=within)
 
 
+ROUTES = {
+    "list_models": lambda q: ("GET", "/search-available-models", None),
+    "list_tags": lambda q: ("GET", "/search-available-tags", None),
+    "has_model": lambda q: ("POST", "/search-model", {"model_id": q.model_id}),
+    "encrypted_model": lambda q: ("POST", "/search-encrypted-model", {"model_id": q.model_id}),
+    "search_tags": lambda q: ("POST", "/search", {"query": q.tags}),
+}
+
+
+def http_body(query: SearchRequest, result: SearchResult) -> object:
+    """What the HTTP route answers for ``result`` (the API text's shapes)."""
+    if query.op in ("list_models", "list_tags"):
+        return result.names
+    if query.op in ("has_model", "search_tags"):
+        return [list(pair) for pair in result.nodes]
+    if result.host is None or result.encrypted is None:
+        return {}
+    return {result.host[0]: result.host[1],
+            "nodes": {"workers": [list(pair) for pair in result.encrypted.workers],
+                      "crypto_provider": list(result.encrypted.crypto_provider)}}
+
+
 def plain(result: SearchResult) -> SearchResult:
-    return result.model_copy(update={"cached": False})
+    """The answer without what says where it came from."""
+    return result.model_copy(update={"cached": False, "state": None})
 
 
 async def run_example(amqp_url: str, initial: list[Inventory], script: list[tuple]) -> None:
@@ -178,7 +222,7 @@ async def run_example(amqp_url: str, initial: list[Inventory], script: list[tupl
         harness = Harness(make)
         try:
             gateway = await harness.gateway()
-            network = Network(harness, gateway.api.url, gateway.searches[0])
+            network = Network(harness, gateway)
             for slot, inventory in enumerate(initial):
                 await network.start(f"n{slot}", inventory)
             for step in script:

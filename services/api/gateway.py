@@ -1,9 +1,11 @@
 """The API's only link to the workers: a bus, one RPC client, a consumer watch.
 
-The API keeps no state of its own. It knows whether each work queue has
+The API keeps no state of record. It knows whether each work queue has
 consumers (checked every ``consumer_check_s``), so a request for a worker
 that is not running fails at once with a clear 503 instead of waiting for
-its deadline.
+its deadline; and it keeps the search answers the search worker marks as
+cacheable (:mod:`services.api.near_cache`), answering a repeated search
+without a round trip while the network is as the answer saw it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
+from services.api.near_cache import NearCache
 from shared.bus import Bus
 from shared.contracts import SEARCH, NodeQuery, SearchResult
 from shared.errors import BusUnavailable, GridError, NoConsumer
@@ -54,6 +57,8 @@ class Gateway:
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-api")
         self.rpc = RpcClient(self.bus, self.names, "api")
+        self.near = (NearCache(settings, self.bus, self.names, self.rpc)
+                     if settings.search_cache else None)
         self.consumers: dict[str, int] = {}
         # Counts seen on a lost connection say nothing about the next one: until
         # the watch has counted again, /readyz is not ready.
@@ -68,6 +73,10 @@ class Gateway:
             "grid_api_search_nodes_total", "Nodes asked, answered and timed out across searches.",
             ["outcome"], registry=metrics,
         )
+        self._near_lookups = Counter(
+            "grid_api_search_cache_total",
+            "Searches looked up in the API's own cache: hit (no round trip) or miss.",
+            ["outcome"], registry=metrics)
         self.recent_searches: deque[SearchRecord] = deque(
             maxlen=settings.status_recent_searches)
 
@@ -83,6 +92,8 @@ class Gateway:
         for queue in self.names.work_queues():
             await declare_work_queue(channel, self.names, queue)
         await self.rpc.start()
+        if self.near is not None:
+            await self.near.start()
         log.info("connected to the message broker")
         await self._watch_consumers(channel)
 
@@ -108,6 +119,8 @@ class Gateway:
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1)
+        if self.near is not None:
+            await self.near.stop()
         await self.bus.close()
 
     def readiness(self) -> str | None:
@@ -157,9 +170,18 @@ class Gateway:
 
     async def _search(self, query: NodeQuery) -> SearchResult:
         self._check(self.names.search_queue, "search")
+        near, key = self.near, query.key()
+        if near is not None:
+            hit = near.get(key)
+            self._near_lookups.labels("miss" if hit is None else "hit").inc()
+            if hit is not None:
+                return hit
+            before = near.view()
         result = await self.rpc.call(
             self.names.search_queue, SEARCH, query, SearchResult, self.settings.rpc_timeout_s
         )
+        if near is not None:
+            near.keep(key, before, result)
         self._search_nodes.labels("asked").inc(result.asked)
         self._search_nodes.labels("answered").inc(result.answered)
         self._search_nodes.labels("timed_out").inc(result.asked - result.answered)

@@ -17,9 +17,9 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from services.search.budget import QueryBudget
-from services.search.cache import AnswerCache
 from services.search.gather import Gather, aggregate
 from shared import codec
+from shared.answers import AnswerCache
 from shared.bus import Bus, deadline_after
 from shared.contracts import (
     NODE_QUERY,
@@ -146,22 +146,26 @@ class SearchWorker:
         self.metrics.cache.labels("miss" if hit is None else "hit").inc()
         return hit
 
-    def _keep(self, query: SearchRequest, generation: int, gather: Gather,
-              result: SearchResult) -> None:
+    def _keep(self, query: SearchRequest, generation: int, state: str | None, gather: Gather,
+              result: SearchResult) -> SearchResult:
         """Keep an answer every node gave at one generation, each from its announced version.
 
         A reply without the version (or with another) is never cached: it may
-        come from before a change, or from someone else.
+        come from before a change, or from someone else. A kept answer carries
+        the state it holds for, so that an API process may cache it too.
         """
         versions = self.membership.versions
-        if (result.answered == result.asked and self.membership.all_versioned()
+        if (result.answered == result.asked and state is not None
+                and self.membership.all_versioned()
                 and generation == self.membership.generation  # read after the refresh above
                 and all(reply.version == versions.get(node_id)
                         for node_id, reply in gather.replies.items())):
+            result = result.model_copy(update={"state": state})
             self.cache.put(query.key(), generation, result)
+        return result
 
     async def _scatter_gather(self, query: SearchRequest) -> SearchResult:
-        expected = self.membership.expected()
+        expected, state = self.membership.expected(), self.membership.state()
         generation = self.membership.generation
         gather = Gather(expected)
         if not expected:
@@ -175,7 +179,7 @@ class SearchWorker:
                         extra={"op": query.op, "in_use": self.budget.in_use})
             raise
         if self.cache is not None:
-            self._keep(query, generation, gather, result)
+            result = self._keep(query, generation, state, gather, result)
         return result
 
     def _may_wait_s(self) -> float:

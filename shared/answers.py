@@ -1,5 +1,8 @@
 """Answers of past searches, served again while nothing a search would see has changed.
 
+Used twice: by the search worker, and by each API process in front of it
+(which then answers a repeated search without a round trip to the worker).
+
 An answer is kept only when every node it asked answered, each reply naming
 the inventory version its node announced, and it is served only at the membership generation it was
 computed at (:class:`shared.membership.Membership`): a version bump,
