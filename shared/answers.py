@@ -45,7 +45,8 @@ class AnswerCache:
             if generation < self.generation:
                 return  # computed before a change this cache has already seen
             self._renew(generation)
-        self._answers[key] = answer.model_copy(update={"cached": True})
+        # Served again, it asks nobody.
+        self._answers[key] = answer.model_copy(update={"cached": True, "queried": 0})
         self._answers.move_to_end(key)
         if len(self._answers) > self.max_entries:
             self._answers.popitem(last=False)

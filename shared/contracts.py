@@ -179,6 +179,9 @@ class SearchResult(Contract):
 
     asked: int
     answered: int
+    # Nodes the query went to: the others' answers followed from what they had said
+    # at their current inventory version. None: every node asked was queried.
+    queried: int | None = None
     # list_models / list_tags
     names: list[str] = []
     # has_model / search_tags

@@ -62,6 +62,7 @@ class Membership:
         self._valid_until = 0.0
         self._versioned = False
         self._state: tuple[int, str | None] = (-1, None)  # (generation, digest)
+        self._watchers: list[Callable[[], None]] = []
 
     def load(self, records: list[NodeRecord]) -> None:
         """Replace the node list with the registry's, keeping what was heard since."""
@@ -72,28 +73,37 @@ class Membership:
             age = record.heartbeat_age_s
             if age is not None and not self.liveness.is_live(record.node_id):
                 self.liveness.heard(record.node_id, ago_s=age)
-        self._stale = True
+        self._changed()
 
     def on_event(self, event: MembershipEvent) -> None:
         if event.kind == "joined":
             self._register(event.node_id, event.node_address)
         elif event.kind == "left":
             self._forget(event.node_id)
-        self._stale = True
+        self._changed()
 
     def on_heartbeat(self, beat: Heartbeat) -> None:
         node_id = beat.node_id
         if node_id not in self.addresses:
             return  # not registered: a node joins first
         if not self.liveness.is_live(node_id):
-            self._stale = True
+            self._changed()
         self.liveness.heard(node_id)
         if beat.bridge is None:
             self.own_voice.heard(node_id)
         if node_id not in self.versions or self.versions[node_id] != beat.version:
             self.versions[node_id] = beat.version
             self.generation += 1
-            self._stale = True
+            self._changed()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (cheap, synchronous) whenever what a search sees may have changed."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        self._stale = True
+        for callback in self._watchers:
+            callback()
 
     def expected(self) -> dict[str, str]:
         """The nodes a search should wait for: registered and heard within the TTL.

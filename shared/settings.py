@@ -115,6 +115,9 @@ class SearchSettings(CachingSettings):
     # instead of every search with nobody. A search larger than this runs alone.
     search_max_node_queries: int = Field(default=2000, ge=1)
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    # Keep what versioned nodes said they hold (models, tags), and ask a search only
+    # of the nodes whose answer does not follow from it.
+    search_index: bool = True
 
 
 class BridgeSettings(BaseGridSettings):

@@ -7,7 +7,7 @@ real broker. After every membership step the test awaits (bounded) both
 caching views of the network seeing it (the search worker's and the API's);
 every search is then answered through the worker's cache (twice: the second
 time must be a hit when the first was complete), by a fresh broadcast that
-bypasses the cache, through the HTTP API (twice: the second time the API's own
+bypasses the cache and the index, through the HTTP API (twice: the second time the API's own
 cache must answer) and from the model of the network. All must agree. A fixed
 battery of searches runs after every step, so that every change meets answers
 cached before it.
@@ -141,7 +141,7 @@ class Network:
             generations = [view.generation for view in self.views]
             first = await self.worker.search(query)
             second = await self.worker.search(query)
-            fresh = await self.worker._scatter_gather(query)
+            fresh = await self.worker._scatter_gather(query, use_index=False)
             through_api = [await self.http(query) for _ in range(2)]
             if (generations == [view.generation for view in self.views]
                     and all(set(view.expected()) == set(self.live) for view in self.views)):
@@ -167,7 +167,7 @@ class Network:
         gather = Gather({node_id: address(node_id) for node_id in self.live})
         for node_id, inventory in self.live.items():
             gather.add(inventory.answer(node_id, query))
-        return aggregate(query, gather)
+        return plain(aggregate(query, gather))
 
     def _node_settings(self, **overrides: object) -> NodeSettings:
         return self.harness.make(NodeSettings, gateway_url=self.gateway.api.url, **overrides)
@@ -204,7 +204,7 @@ def http_body(query: SearchRequest, result: SearchResult) -> object:
 
 def plain(result: SearchResult) -> SearchResult:
     """The answer without what says where it came from."""
-    return result.model_copy(update={"cached": False, "state": None})
+    return result.model_copy(update={"cached": False, "state": None, "queried": None})
 
 
 async def run_example(amqp_url: str, initial: list[Inventory], script: list[tuple]) -> None:

@@ -202,9 +202,11 @@ async def choose_model_host(gateway: GatewayDep) -> JsonResponse:
 
 
 def searched(result: SearchResult, content: Any) -> JsonResponse:
-    """A search answer with the nodes asked / answered and cache headers."""
+    """A search answer with the nodes asked / answered / queried and cache headers."""
+    queried = result.asked if result.queried is None else result.queried
     return JsonResponse(content, headers={"X-Grid-Nodes-Asked": str(result.asked),
                                           "X-Grid-Nodes-Answered": str(result.answered),
+                                          "X-Grid-Nodes-Queried": str(queried),
                                           "X-Grid-Cache": "hit" if result.cached else "miss"})
 
 

@@ -8,13 +8,19 @@ from shared.contracts import EncryptedHost, NodeQuery, NodeReply, SearchRequest,
 
 
 class Gather:
-    """The replies to one broadcast; ``done`` resolves when every expected node answered."""
+    """The replies to one search; ``done`` resolves when every expected node answered.
 
-    __slots__ = ("expected", "replies", "done")
+    Some answers may be known before asking (``derived``, see
+    :mod:`services.search.index`): those nodes are not asked, or if asked by a
+    broadcast their replies are redundant.
+    """
+
+    __slots__ = ("expected", "replies", "derived", "done")
 
     def __init__(self, expected: dict[str, str]) -> None:
         self.expected = expected
         self.replies: dict[str, NodeReply] = {}
+        self.derived: set[str] = set()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def add(self, reply: NodeReply) -> bool:
@@ -27,11 +33,16 @@ class Gather:
             self.done.set_result(None)
         return True
 
+    def queried(self) -> int:
+        """Nodes whose answer was asked for rather than known."""
+        return len(self.expected) - len(self.derived)
+
 
 def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:
     """Merge the replies into the answer for ``query`` (sorted, so answers are stable)."""
     replies = gather.replies
-    counts = {"asked": len(gather.expected), "answered": len(replies)}
+    counts = {"asked": len(gather.expected), "answered": len(replies),
+              "queried": gather.queried()}
     if query.op in ("list_models", "list_tags"):
         field = "models" if query.op == "list_models" else "tags"
         names = {name for reply in replies.values() for name in (getattr(reply, field) or ())}

@@ -1,7 +1,12 @@
-"""The search worker: one broadcast per query, replies gathered until all or the deadline.
+"""The search worker: a query goes to the nodes whose answer is open, replies gathered.
 
-Identical queries in flight at the same time share one broadcast
-(coalescing), so a burst of the same search costs one fan-out.
+A repeated search is answered from the cache (:mod:`shared.answers`) while
+nothing it saw has changed. Otherwise the index of what versioned nodes said
+they hold (:mod:`services.search.index`) answers for every node whose answer
+follows, and the query goes only to the others: as one broadcast, or straight
+to each node's queue when they are few. Identical queries in flight at the
+same time share one query (coalescing), so a burst of the same search costs
+one fan-out.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pydantic import ValidationError
 
 from services.search.budget import QueryBudget
 from services.search.gather import Gather, aggregate
+from services.search.index import LISTS, InventoryIndex
 from shared import codec
 from shared.answers import AnswerCache
 from shared.bus import Bus, deadline_after
@@ -28,7 +34,7 @@ from shared.contracts import (
     SearchRequest,
     SearchResult,
 )
-from shared.errors import Overloaded
+from shared.errors import GridError, Overloaded
 from shared.frames import Delivery
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.membership import Membership, MembershipFeed
@@ -47,6 +53,10 @@ from shared.topology import Names, declare_broadcast
 log = logging.getLogger(__name__)
 # Time left for a search's answer to travel back to the client after the gather.
 RETURN_ALLOWANCE_S = 0.02
+# A query for at most this share of the live nodes goes to each one's queue, not to all.
+DIRECT_SHARE = 0.25
+# How long the indexer lets changes pile up before asking the changed nodes.
+INDEX_DEBOUNCE_S = 0.02
 
 
 class SearchMetrics(WorkerMetrics):
@@ -92,6 +102,10 @@ class SearchWorker:
         self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
         self.budget = QueryBudget(settings.search_max_node_queries)
         self.cache = AnswerCache(settings.search_cache_entries) if settings.search_cache else None
+        self.index = InventoryIndex() if settings.search_index else None
+        self._index_wanted = asyncio.Event()
+        self.membership.watch(self._index_wanted.set)
+        self._indexer: asyncio.Task | None = None
         self.feed = MembershipFeed(self.bus, self.names, self.membership, self.registry,
                                    settings.membership_refresh_s)
 
@@ -102,14 +116,35 @@ class SearchWorker:
         await self.bus.consume_direct(self.reply_queue, self._on_node_reply)
         await self.registry.start()
         await self.feed.start()
+        if self.index is not None:
+            self._indexer = asyncio.create_task(self._index_forever())
         await self.server.start()
         self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
 
     async def stop(self) -> None:
         """Stop taking searches, finish those in hand, then close the bus."""
         await self.server.stop(self.settings.shutdown_grace_s)
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexer
         await self.feed.stop()
         await self.bus.close()
+
+    # --- the index ----------------------------------------------------------------
+
+    async def _index_forever(self) -> None:
+        """Whenever the network changed, ask the nodes not yet indexed for their lists."""
+        while True:
+            await self._index_wanted.wait()
+            await asyncio.sleep(INDEX_DEBOUNCE_S)
+            self._index_wanted.clear()
+            membership = self.membership
+            self.index.forget_except(membership.addresses)
+            for op in LISTS:
+                if self.index.unindexed(op, membership.expected(), membership.versions):
+                    with contextlib.suppress(GridError):  # the next change tries again
+                        await self._scatter_gather(SearchRequest(op=op))
 
     # --- search -----------------------------------------------------------------
 
@@ -164,20 +199,30 @@ class SearchWorker:
             self.cache.put(query.key(), generation, result)
         return result
 
-    async def _scatter_gather(self, query: SearchRequest) -> SearchResult:
+    async def _scatter_gather(self, query: SearchRequest, use_index: bool = True
+                              ) -> SearchResult:
+        """Ask the nodes whose answer is open (every live node without ``use_index``)."""
         expected, state = self.membership.expected(), self.membership.state()
         generation = self.membership.generation
         gather = Gather(expected)
-        if not expected:
-            return aggregate(query, gather)
-        try:
-            async with self.budget.take(len(expected), self._may_wait_s()):
-                result = await self._broadcast_and_gather(query, gather)
-        except Overloaded:
-            self.metrics.overloaded.inc()
-            log.warning("search refused: node-query budget full",
-                        extra={"op": query.op, "in_use": self.budget.in_use})
-            raise
+        ask = expected
+        if use_index and self.index is not None:
+            ask = self.index.fill(query, gather, self.membership.versions)
+        if ask:
+            try:
+                async with self.budget.take(len(ask), self._may_wait_s()):
+                    await self._ask_and_gather(query, gather, ask)
+            except Overloaded:
+                self.metrics.overloaded.inc()
+                log.warning("search refused: node-query budget full",
+                            extra={"op": query.op, "in_use": self.budget.in_use})
+                raise
+        result = aggregate(query, gather)
+        if ask:
+            self._observe(query, result)
+        if self.index is not None and query.op in LISTS:
+            for reply in gather.replies.values():
+                self.index.learn(query.op, reply)
         if self.cache is not None:
             result = self._keep(query, generation, state, gather, result)
         return result
@@ -202,36 +247,44 @@ class SearchWorker:
         queued = max(time.time() - sent, 0.0)
         return max(timeout - queued - RETURN_ALLOWANCE_S, timeout / 2)
 
-    async def _broadcast_and_gather(self, query: SearchRequest, gather: Gather) -> SearchResult:
+    async def _ask_and_gather(self, query: SearchRequest, gather: Gather,
+                              ask: dict[str, str]) -> None:
+        """Send the query to ``ask``; wait until every expected node answered, or the deadline."""
         started = time.perf_counter()
         correlation_id = uuid.uuid4().hex
         self._gathers[correlation_id] = gather
         timeout = self._gather_timeout_s()
+        body, properties = codec.dumps(query.node_query()), Basic.Properties(
+            content_type=codec.CONTENT_TYPE, message_type=NODE_QUERY,
+            correlation_id=correlation_id, reply_to=self.reply_queue,
+            expiration=str(int(timeout * 1000)),
+            headers={DEADLINE_HEADER: deadline_after(timeout),
+                     REQUEST_ID_HEADER: request_id.get()},
+            delivery_mode=1)
         try:
-            await self.bus.publish_raw(
-                codec.dumps(query.node_query()), "",
-                Basic.Properties(
-                    content_type=codec.CONTENT_TYPE,
-                    message_type=NODE_QUERY,
-                    correlation_id=correlation_id,
-                    reply_to=self.reply_queue,
-                    expiration=str(int(timeout * 1000)),
-                    headers={DEADLINE_HEADER: deadline_after(timeout),
-                             REQUEST_ID_HEADER: request_id.get()},
-                    delivery_mode=1,
-                ),
-                exchange=self.names.broadcast_exchange,
-            )
+            if self._direct(gather, ask):
+                for node_id in ask:
+                    await self.bus.publish_raw(body, self.names.node_queue(node_id), properties)
+            else:
+                await self.bus.publish_raw(body, "", properties,
+                                           exchange=self.names.broadcast_exchange)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(gather.done), timeout)
         finally:
             del self._gathers[correlation_id]
-        result = aggregate(query, gather)
-        self._observe(query, result, time.perf_counter() - started)
-        return result
+        self.metrics.searches.labels(query.op).observe(time.perf_counter() - started)
 
-    def _observe(self, query: SearchRequest, result: SearchResult, seconds: float) -> None:
-        self.metrics.searches.labels(query.op).observe(seconds)
+    def _direct(self, gather: Gather, ask: dict[str, str]) -> bool:
+        """Few nodes, each with a queue of its own (it announces a version): to each queue.
+
+        A node without a version may be one a bridge speaks for, which has no
+        queue of its own and hears only broadcasts.
+        """
+        versions = self.membership.versions
+        return (len(ask) <= DIRECT_SHARE * len(gather.expected)
+                and all(versions.get(node_id) is not None for node_id in ask))
+
+    def _observe(self, query: SearchRequest, result: SearchResult) -> None:
         self.metrics.nodes.labels("asked").inc(result.asked)
         self.metrics.nodes.labels("answered").inc(result.answered)
         if result.answered < result.asked:
@@ -252,5 +305,5 @@ class SearchWorker:
         if self.settings.verify_node_user and message.user_id != reply.node_id:
             self.metrics.replies_dropped.labels("impostor").inc()
             return
-        if not gather.add(reply):
+        if not gather.add(reply) and reply.node_id not in gather.derived:
             self.metrics.replies_dropped.labels("unexpected").inc()

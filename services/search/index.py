@@ -1,0 +1,102 @@
+"""What each versioned node said it holds, so that a search asks only the nodes that matter.
+
+A node that announces an inventory version promises that, at that version,
+its answers do not change, that it hosts a model exactly when the model is in
+its ``list_models`` answer, and that every tag of a ``search_tags`` match is in
+its ``list_tags`` answer (docs/protocol.md). So once a node has answered
+``list_models`` and ``list_tags`` at its current version, a search need not
+ask it whether it hosts a model, nor whether it holds data carrying a tag it
+never listed: those answers follow. Such a search asks only the nodes whose
+answer is still open: the unversioned, the not yet indexed, and for a tag
+search those whose tags include every tag of the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from services.search.gather import Gather
+from shared.contracts import NodeReply, SearchRequest
+
+# The ops whose answer the index keeps, and the reply field each fills.
+LISTS = {"list_models": "models", "list_tags": "tags"}
+
+
+class InventoryIndex:
+    """Each node's models and tags, with the version they were answered at."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
+            op: {} for op in LISTS}
+
+    def learn(self, op: str, reply: NodeReply) -> None:
+        """Keep a list a node answered, if it names the version it is from."""
+        field = LISTS.get(op)
+        if field is not None and reply.version is not None:
+            self._lists[op][reply.node_id] = (reply.version, frozenset(getattr(reply, field)
+                                                                          or ()))
+
+    def listed(self, op: str, node_id: str, version: str | None) -> frozenset[str] | None:
+        """What the node answered to ``op`` at ``version``; None if unknown."""
+        if version is None:
+            return None
+        known = self._lists[op].get(node_id)
+        return known[1] if known is not None and known[0] == version else None
+
+    def unindexed(self, op: str, nodes: Mapping[str, str],
+                  versions: Mapping[str, str | None]) -> int:
+        """How many of ``nodes`` announce a version but have no ``op`` list at it."""
+        return sum(1 for node_id in nodes if versions.get(node_id) is not None
+                   and self.listed(op, node_id, versions[node_id]) is None)
+
+    def fill(self, query: SearchRequest, gather: Gather,
+             versions: Mapping[str, str | None]) -> dict[str, str]:
+        """Answer in ``gather`` for every node whose answer follows; return the nodes to ask."""
+        derive = _DERIVERS.get(query.op)
+        if derive is None:
+            return dict(gather.expected)
+        ask = {}
+        for node_id, address in gather.expected.items():
+            reply = derive(self, query, node_id, versions.get(node_id))
+            if reply is None:
+                ask[node_id] = address
+            else:
+                gather.add(reply)
+                gather.derived.add(node_id)
+        return ask
+
+    def forget_except(self, nodes: Mapping[str, str]) -> None:
+        """Drop what is kept for nodes no longer registered."""
+        for lists in self._lists.values():
+            for node_id in set(lists) - set(nodes):
+                del lists[node_id]
+
+
+def _list(index: InventoryIndex, query: SearchRequest, node_id: str,
+          version: str | None) -> NodeReply | None:
+    names = index.listed(query.op, node_id, version)
+    if names is None:
+        return None
+    return NodeReply.model_construct(node_id=node_id, version=version,
+                                     **{LISTS[query.op]: sorted(names)})
+
+
+def _has_model(index: InventoryIndex, query: SearchRequest, node_id: str,
+               version: str | None) -> NodeReply | None:
+    models = index.listed("list_models", node_id, version)
+    if models is None:
+        return None
+    return NodeReply.model_construct(node_id=node_id, version=version,
+                                     match=query.model_id in models)
+
+
+def _search_tags(index: InventoryIndex, query: SearchRequest, node_id: str,
+                 version: str | None) -> NodeReply | None:
+    tags = index.listed("list_tags", node_id, version)
+    if tags is None or tags.issuperset(query.tags or ()):
+        return None  # unknown, or a candidate: only the node can say
+    return NodeReply.model_construct(node_id=node_id, version=version, match=False)
+
+
+_DERIVERS = {"list_models": _list, "list_tags": _list, "has_model": _has_model,
+             "search_tags": _search_tags}

@@ -1,0 +1,101 @@
+"""The search index: a search asks only the nodes whose answer does not follow from their lists."""
+
+from __future__ import annotations
+
+import aio_pika
+import pytest
+
+from services.node.inventory import Inventory
+from services.search.worker import SearchWorker
+from shared.contracts import NodeReply
+from tests.harness import Gateway, Harness, eventually
+
+INVENTORIES = {
+    "alice": {"models": ["mnist-cnn"], "tensors": [{"id": "x", "tags": ["#mnist", "#train"]}]},
+    "bob": {"models": ["resnet18"], "tensors": [{"id": "y", "tags": ["#cifar10", "#train"]}]},
+    **{f"n{i}": {"models": [f"m{i}"], "tensors": [{"id": "z", "tags": [f"#t{i}"]}]}
+       for i in range(6)},
+}
+
+
+async def indexed(worker: SearchWorker, count: int) -> bool:
+    index, membership = worker.index, worker.membership
+    return all(index.unindexed(op, membership.expected(), membership.versions) == 0
+               for op in ("list_models", "list_tags")) and len(membership.expected()) == count
+
+
+@pytest.fixture
+async def network(harness: Harness) -> Gateway:
+    """Eight versioned nodes, all indexed by the search worker; the API's own cache off."""
+    gateway = await harness.gateway(search_cache=False)
+    for name, inventory in INVENTORIES.items():
+        await harness.node(gateway, name, inventory)
+    await gateway.wait_search_sees(len(INVENTORIES))
+    await eventually(lambda: indexed(gateway.searches[0], len(INVENTORIES)))
+    return gateway
+
+
+def headers(response) -> tuple[str, str, str]:
+    return tuple(response.headers[f"x-grid-nodes-{name}"]
+                 for name in ("asked", "answered", "queried"))
+
+
+async def test_a_model_search_asks_nobody(network: Gateway) -> None:
+    response = await network.client.post("/search-model", json={"model_id": "mnist-cnn"})
+    assert response.json() == [["alice", "http://alice:5000"]]
+    assert headers(response) == ("8", "8", "0")
+    response = await network.client.get("/search-available-models")
+    assert "resnet18" in response.json() and headers(response) == ("8", "8", "0")
+
+
+async def test_a_tag_search_asks_only_the_nodes_listing_every_tag(network: Gateway,
+                                                                 amqp_url: str) -> None:
+    worker = network.searches[0]
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    async with connection:
+        tap = await (await connection.channel()).declare_queue(exclusive=True)
+        await tap.bind(worker.names.broadcast_exchange)
+        response = await network.client.post("/search", json={"query": ["#train", "#mnist"]})
+        assert response.json() == [["alice", "http://alice:5000"]]
+        assert headers(response) == ("8", "8", "1")  # alice alone lists both tags
+        response = await network.client.post("/search", json={"query": ["#train"]})
+        assert headers(response) == ("8", "8", "2")
+        assert await tap.get(fail=False) is None  # each went to its nodes' own queues
+
+
+async def test_a_changed_node_is_asked_until_it_is_indexed_again(
+        network: Gateway, harness: Harness) -> None:
+    worker = network.searches[0]
+    alice = next(n for n in harness._stoppers if getattr(n, "__self__", None) is not None
+                 and getattr(n.__self__, "node_id", "") == "alice").__self__
+    await alice.update_inventory(Inventory.model_validate({"models": ["gpt-small"]}))
+    await eventually(lambda: _version_seen(worker, alice.node_id, alice.version))
+    response = await network.client.post("/search-model", json={"model_id": "gpt-small"})
+    assert response.json() == [["alice", "http://alice:5000"]]
+    await eventually(lambda: indexed(worker, len(INVENTORIES)))
+    response = await network.client.post("/search-model", json={"model_id": "mnist-cnn"})
+    assert response.json() == [] and headers(response) == ("8", "8", "0")
+
+
+async def _version_seen(worker: SearchWorker, node_id: str, version: str | None) -> bool:
+    return worker.membership.versions.get(node_id) == version
+
+
+async def test_a_node_without_a_version_is_always_asked(network: Gateway,
+                                                       harness: Harness) -> None:
+    await harness.node(network, "plain",
+                       lambda node_id, _: NodeReply(node_id=node_id, match=True, models=["p"]))
+    await network.wait_search_sees(9)
+    response = await network.client.post("/search-model", json={"model_id": "mnist-cnn"})
+    assert response.json() == [["alice", "http://alice:5000"], ["plain", "http://plain:5000"]]
+    assert headers(response) == ("9", "9", "1")
+
+
+async def test_the_index_can_be_turned_off(harness: Harness) -> None:
+    gateway = await harness.gateway(search={"search_index": False, "search_cache": False})
+    for name in ("alice", "bob"):
+        await harness.node(gateway, name, INVENTORIES[name])
+    await gateway.wait_search_sees(2)
+    for _ in range(3):
+        response = await gateway.client.post("/search-model", json={"model_id": "resnet18"})
+        assert headers(response) == ("2", "2", "2")
