@@ -38,8 +38,7 @@ async def main(argv: list[str]) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     async with _broker(args):
         session = Session(args, warmup, path, _meta(argv, scenarios))
-        session.meta["broker"] = ("private 3-node cluster, quorum work queues" if args.cluster
-                                  else f"{len(split_amqp_urls(args.amqp_url))} address(es)")
+        session.meta["broker"] = _broker_label(args)
         try:
             for scenario in scenarios:
                 await run_scenario(session, scenario)
@@ -50,14 +49,22 @@ async def main(argv: list[str]) -> int:
 
 @contextlib.asynccontextmanager
 async def _broker(args) -> AsyncIterator[None]:
-    """With ``--cluster``, a private cluster for the session, its URLs in ``args.amqp_url``."""
+    """With ``--cluster N``, N private nodes for the session, their URLs in ``args.amqp_url``."""
     if not args.cluster:
         yield
         return
-    print("starting a private 3-node RabbitMQ cluster ...", file=sys.stderr)
-    async with private_cluster() as cluster:
+    print(f"starting {args.cluster} private RabbitMQ node(s) ...", file=sys.stderr)
+    async with private_cluster(args.cluster) as cluster:
         args.amqp_url = cluster.url_list()
         yield
+
+
+def _broker_label(args) -> str:
+    if args.cluster > 1:
+        return f"private {args.cluster}-node cluster, quorum work queues"
+    if args.cluster == 1:
+        return "private single node, classic work queues"
+    return f"{len(split_amqp_urls(args.amqp_url))} address(es) from --amqp-url"
 
 
 def finish(session: Session) -> None:

@@ -1,9 +1,10 @@
-"""``--cluster``: the benchmark's own three-node RabbitMQ cluster, for the whole session.
+"""``--cluster [N]``: the benchmark's own RabbitMQ nodes (3 by default, clustered), for a session.
 
 The nodes come from :mod:`localbroker` (the test suite's private nodes), so
 the machine's shared broker is never touched. The gateway then runs with
-quorum work queues and the cluster's three addresses, each process starting
-on another node (see :func:`bench.stack.starting_at`). Every node is killed
+quorum work queues and every node's address, each process starting on
+another node (see :func:`bench.stack.starting_at`); with one node, classic
+queues: the single-node baseline, on the same footing as the cluster. Every node is killed
 when the session ends, and by the ``atexit`` hook of :mod:`bench.procs` if
 the benchmark itself dies.
 """

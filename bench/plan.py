@@ -85,9 +85,10 @@ def parser() -> argparse.ArgumentParser:
                    help="HTTP client of the load generator")
     p.add_argument("--amqp-url", default="amqp://guest:guest@localhost:5672/",
                    help="the broker; several comma-separated URLs for a cluster's nodes")
-    p.add_argument("--cluster", action="store_true",
-                   help="start a private 3-node RabbitMQ cluster (needs rabbitmq-server) and run "
-                        "the gateway on it with quorum work queues, instead of --amqp-url")
+    p.add_argument("--cluster", type=int, nargs="?", const=3, default=0, metavar="N",
+                   help="start N private RabbitMQ nodes (default 3; needs rabbitmq-server), "
+                        "clustered, and run the gateway on them instead of --amqp-url: quorum "
+                        "work queues, or classic with N = 1 (a single-node baseline)")
     p.add_argument("--target-url", help="benchmark this gateway instead of starting one")
     p.add_argument("--compare-url", help="also benchmark this gateway, side by side")
     p.add_argument("--output", help="results file (default: bench/results/<time>-<label>.json)")

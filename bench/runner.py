@@ -89,7 +89,7 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
         search_workers=args.search_workers, fleet_processes=args.fleet_processes,
         fleet_connections=args.fleet_connections, fleet_client=args.fleet_client,
         join_concurrency=args.join_concurrency,
-        keep_logs=args.keep_logs, queue_type="quorum" if args.cluster else None)
+        keep_logs=args.keep_logs, queue_type="quorum" if args.cluster > 1 else None)
     stack = LocalStack(config)
     session.progress.update(f"[{scenario.label}] starting the gateway and "
                             f"{len(config.fleet_split())} fleet process(es)")
