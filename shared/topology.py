@@ -75,6 +75,27 @@ def queue_type_arguments(queue_type: str) -> dict:
     return {} if queue_type == "classic" else {"x-queue-type": queue_type}
 
 
+class QueueMismatch(RuntimeError):
+    """A durable queue exists on the broker with other arguments than this process declares."""
+
+
+async def declare_durable_queue(channel: AbstractChannel, name: str,
+                                arguments: dict) -> AbstractQueue:
+    """Declare a durable queue, saying plainly why when the broker refuses its arguments.
+
+    The usual cause is a queue declared with another ``GRID_QUEUE_TYPE`` (a queue's
+    type cannot change): every process of a gateway must use the same one, and
+    switching an existing gateway means deleting its durable queues first.
+    """
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        raise QueueMismatch(
+            f"queue {name} exists on the broker with other arguments than {arguments} "
+            f"(another GRID_QUEUE_TYPE?); see docs/operations.md, 'Changing the queue "
+            f"type': {exc}") from None
+
+
 def dead_letter_queue_arguments(queue_type: str = "classic") -> dict:
     """Arguments of the dead-letter queue: capped, oldest dropped first (both queue types)."""
     return {"x-max-length": 10_000, **queue_type_arguments(queue_type)}
@@ -86,9 +107,8 @@ async def declare_dead_letters(channel: AbstractChannel, names: Names,
     dlx = await channel.declare_exchange(
         names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    queue = await channel.declare_queue(
-        names.dead_letter_queue, durable=True, arguments=dead_letter_queue_arguments(queue_type)
-    )
+    queue = await declare_durable_queue(channel, names.dead_letter_queue,
+                                        dead_letter_queue_arguments(queue_type))
     await queue.bind(dlx)
     return dlx
 
@@ -109,8 +129,7 @@ async def declare_work_queue(channel: AbstractChannel, names: Names, name: str,
                              queue_type: str = "classic") -> AbstractQueue:
     """A durable request queue whose rejected messages go to the dead-letter queue."""
     await declare_dead_letters(channel, names, queue_type)
-    return await channel.declare_queue(name, durable=True,
-                                       arguments=work_queue_arguments(names, queue_type))
+    return await declare_durable_queue(channel, name, work_queue_arguments(names, queue_type))
 
 
 async def declare_broadcast(channel: AbstractChannel, names: Names) -> AbstractExchange:
