@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench import plan, report
+from bench.cluster import private_cluster
 from bench.runner import Session, run_scenario
-from shared.settings import SearchSettings
+from shared.settings import SearchSettings, split_amqp_urls
 
 
 def _meta(argv: list[str], scenarios: list[plan.Scenario]) -> dict:
@@ -31,15 +34,37 @@ async def main(argv: list[str]) -> int:
     args = plan.parser().parse_args(argv)
     scenarios, warmup = plan.build(args)
     path = Path(args.output) if args.output else report.results_path(_label(args))
-    session = Session(args, warmup, path, _meta(argv, scenarios))
     task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        for scenario in scenarios:
-            await run_scenario(session, scenario)
-    finally:
-        finish(session)
+    async with _broker(args):
+        session = Session(args, warmup, path, _meta(argv, scenarios))
+        session.meta["broker"] = _broker_label(args)
+        try:
+            for scenario in scenarios:
+                await run_scenario(session, scenario)
+        finally:
+            finish(session)
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _broker(args) -> AsyncIterator[None]:
+    """With ``--cluster N``, N private nodes for the session, their URLs in ``args.amqp_url``."""
+    if not args.cluster:
+        yield
+        return
+    print(f"starting {args.cluster} private RabbitMQ node(s) ...", file=sys.stderr)
+    async with private_cluster(args.cluster) as cluster:
+        args.amqp_url = cluster.url_list()
+        yield
+
+
+def _broker_label(args) -> str:
+    if args.cluster > 1:
+        return f"private {args.cluster}-node cluster, quorum work queues"
+    if args.cluster == 1:
+        return "private single node, classic work queues"
+    return f"{len(split_amqp_urls(args.amqp_url))} address(es) from --amqp-url"
 
 
 def finish(session: Session) -> None:

@@ -97,7 +97,12 @@ def parser() -> argparse.ArgumentParser:
                    help="nodes joining at once, per fleet process")
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",
                    help="HTTP client of the load generator")
-    p.add_argument("--amqp-url", default="amqp://guest:guest@localhost:5672/")
+    p.add_argument("--amqp-url", default="amqp://guest:guest@localhost:5672/",
+                   help="the broker; several comma-separated URLs for a cluster's nodes")
+    p.add_argument("--cluster", type=int, nargs="?", const=3, default=0, metavar="N",
+                   help="start N private RabbitMQ nodes (default 3; needs rabbitmq-server), "
+                        "clustered, and run the gateway on them instead of --amqp-url: quorum "
+                        "work queues, or classic with N = 1 (a single-node baseline)")
     p.add_argument("--target-url", help="benchmark this gateway instead of starting one")
     p.add_argument("--compare-url", help="also benchmark this gateway, side by side")
     p.add_argument("--output", help="results file (default: bench/results/<time>-<label>.json)")

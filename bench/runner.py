@@ -20,6 +20,7 @@ from bench.plan import RunSpec, Scenario
 from bench.routes import route
 from bench.stack import LocalStack, StackConfig
 from bench.stats import RunResult, percentile, summarise
+from shared.settings import split_amqp_urls
 
 
 @dataclass
@@ -48,8 +49,10 @@ class Session:
     progress: report.Progress = field(default_factory=report.Progress)
 
     def cpu_groups(self, target: Target) -> dict[str, list[int]]:
-        port = urlsplit(self.args.amqp_url).port or 5672
-        return {**target.pids, "broker": cpu.broker_pids(port), "client": [os.getpid()]}
+        # Every node of a cluster counts as the broker.
+        brokers = [pid for url in split_amqp_urls(self.args.amqp_url)
+                   for pid in cpu.broker_pids(urlsplit(url).port or 5672)]
+        return {**target.pids, "broker": brokers, "client": [os.getpid()]}
 
     def add(self, result: RunResult) -> None:
         self.results.append(result)
@@ -91,7 +94,7 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
         fleet_connections=args.fleet_connections, fleet_client=args.fleet_client,
         fleet_versions=args.fleet_versions == "on",
         join_concurrency=args.join_concurrency,
-        keep_logs=args.keep_logs)
+        keep_logs=args.keep_logs, queue_type="quorum" if args.cluster > 1 else None)
     stack = LocalStack(config)
     session.progress.update(f"[{scenario.label}] starting the gateway and "
                             f"{len(config.fleet_split())} fleet process(es)")

@@ -25,7 +25,7 @@ from bench import inventory as inv
 from bench import procs
 from bench.http import RawClient
 from shared.bus import Bus
-from shared.settings import BaseGridSettings
+from shared.settings import BaseGridSettings, split_amqp_urls
 from shared.topology import Names, delete_namespace
 
 log = logging.getLogger("bench")
@@ -49,6 +49,7 @@ class StackConfig:
     join_concurrency: int = 8
     keep_logs: bool = False
     ready_timeout_s: float = 30.0
+    queue_type: str | None = None  # GRID_QUEUE_TYPE for the gateway; None: the environment's
 
     def fleet_split(self) -> list[tuple[int, int]]:
         """(first index, count) of each fleet process."""
@@ -70,6 +71,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def starting_at(env: dict[str, str], first: int) -> dict[str, str]:
+    """``env`` with its broker address list rotated to start at address ``first``.
+
+    With a cluster, each process starts on another node (api on the first,
+    registry on the second, search workers and fleet processes after), as
+    behind a load balancer; each still fails over along the whole list. One
+    address: unchanged.
+    """
+    urls = split_amqp_urls(env["AMQP_URL"])
+    first %= len(urls)
+    return {**env, "AMQP_URL": ",".join(urls[first:] + urls[:first])}
+
+
 @dataclass
 class LocalStack:
     config: StackConfig
@@ -83,11 +97,12 @@ class LocalStack:
 
     def env(self, port: int) -> dict[str, str]:
         assert self._dir is not None
+        queue_type = {"GRID_QUEUE_TYPE": self.config.queue_type} if self.config.queue_type else {}
         return {**os.environ, "AMQP_URL": self.config.amqp_url,
                 "GRID_NAMESPACE": self.namespace, "GRID_LOG_LEVEL": "WARNING",
                 "GRID_DATABASE_URL": f"sqlite:///{self._dir / 'registry.sqlite3'}",
                 "GRID_API_HOST": "127.0.0.1", "GRID_API_PORT": str(port),
-                "GRID_GATEWAY_URL": f"http://127.0.0.1:{port}"}
+                "GRID_GATEWAY_URL": f"http://127.0.0.1:{port}", **queue_type}
 
     def pid_groups(self) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {"api": [], "registry": [], "search": [], "fleet": []}
@@ -110,12 +125,13 @@ class LocalStack:
 
     async def _start_gateway(self, env: dict[str, str]) -> None:
         assert self._dir is not None
-        self.children.append(
-            await procs.spawn("registry", "registry", "services.registry", [], env, self._dir))
+        self.children.append(await procs.spawn("registry", "registry", "services.registry", [],
+                                               starting_at(env, 1), self._dir))
         for n in range(self.config.search_workers):
-            self.children.append(
-                await procs.spawn(f"search-{n}", "search", "services.search", [], env, self._dir))
-        self.children.append(await procs.spawn("api", "api", "services.api", [], env, self._dir))
+            self.children.append(await procs.spawn(f"search-{n}", "search", "services.search",
+                                                   [], starting_at(env, 2 + n), self._dir))
+        self.children.append(await procs.spawn("api", "api", "services.api", [],
+                                               starting_at(env, 0), self._dir))
         await self._poll("the gateway to be ready", self._ready, self.config.ready_timeout_s)
 
     async def _ready(self, client: RawClient) -> bool:
@@ -125,15 +141,15 @@ class LocalStack:
         assert self._dir is not None
         hung = self.config.hung_indices()
         fleet = []
-        for first, count in self.config.fleet_split():
+        for process, (first, count) in enumerate(self.config.fleet_split()):
             mine = [str(i) for i in hung if first <= i < first + count]
             args = ["--first", str(first), "--count", str(count),
                     "--total", str(self.config.nodes), "--hang", ",".join(mine),
                     "--client", self.config.fleet_client,
                     "--join-concurrency", str(self.config.join_concurrency),
                     *self._fleet_options()]
-            child = await procs.spawn(f"fleet-{first}", "fleet", "bench.fleet", args, env,
-                                      self._dir, stdout_pipe=True)
+            child = await procs.spawn(f"fleet-{first}", "fleet", "bench.fleet", args,
+                                      starting_at(env, process), self._dir, stdout_pipe=True)
             self.children.append(child)
             fleet.append(child)
         started = time.perf_counter()

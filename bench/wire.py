@@ -9,8 +9,9 @@ path, a broadcast delivered and a reply published, is parsed and built with
 socket write. The rest of the protocol (handshake, declarations, errors)
 goes through pamqp. It speaks exactly the node protocol of docs/protocol.md.
 
-What it does not do: TLS, publisher confirms, reconnects, flow control. A
-benchmark fleet that loses its broker has failed its run.
+What it does not do: TLS, publisher confirms, reconnects, flow control. Given
+a list of broker addresses it connects to the first that answers, but never
+fails over: a benchmark fleet that loses its broker has failed its run.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from shared.frames import (
     ContentProperties,
     parse_properties,
 )
+from shared.settings import split_amqp_urls
 
 HEARTBEAT = 8
 DELIVER = (60, 60)
@@ -110,14 +112,30 @@ class WireConnection(asyncio.Protocol):
     @classmethod
     async def open(cls, url: str, on_delivery: DeliveryHandler, name: str,
                    timeout_s: float = 10.0) -> WireConnection:
+        """Connect to the first address of ``url`` (``AMQP_URL``, maybe a list) that answers."""
+        addresses = split_amqp_urls(url)
+        for address in addresses[:-1]:
+            try:
+                return await cls._open(address, on_delivery, name, timeout_s)
+            except (OSError, TimeoutError, WireError):
+                continue
+        return await cls._open(addresses[-1], on_delivery, name, timeout_s)
+
+    @classmethod
+    async def _open(cls, url: str, on_delivery: DeliveryHandler, name: str,
+                    timeout_s: float) -> WireConnection:
         parts = urlsplit(url)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_s):
-            _, self = await loop.create_connection(
+            transport, self = await loop.create_connection(
                 lambda: cls(on_delivery), parts.hostname or "localhost", parts.port or 5672)
-            await self._handshake(unquote(parts.username or "guest"),
-                                  unquote(parts.password or "guest"),
-                                  unquote(parts.path[1:]) or "/", name)
+            try:
+                await self._handshake(unquote(parts.username or "guest"),
+                                      unquote(parts.password or "guest"),
+                                      unquote(parts.path[1:]) or "/", name)
+            except BaseException:
+                transport.abort()
+                raise
         return self
 
     async def _handshake(self, user: str, password: str, vhost: str, name: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from shared.settings import ApiSettings
+from shared.settings import ApiSettings, split_amqp_urls
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_NODES = ("alice", "bob", "carol")
@@ -33,15 +33,21 @@ def fail(message: str) -> None:
 
 
 async def check_broker(url: str) -> None:
-    try:
-        connection = await aio_pika.connect(url, timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any failure gets the same advice
-        fail(f"No RabbitMQ answers at {url} ({type(exc).__name__}).\n"
-             "Start one, then run this again:\n"
-             "  Debian/Ubuntu:  sudo rabbitmq-server -detached   (package rabbitmq-server)\n"
-             "  Docker:         docker run -d -p 5672:5672 rabbitmq:3.13\n"
-             "or point AMQP_URL at another broker.")
-    await connection.close()
+    """Return once a broker answers at an address of ``url`` (a list for a cluster)."""
+    error = ""
+    for address in split_amqp_urls(url):
+        try:
+            connection = await aio_pika.connect(address, timeout=3)
+        except Exception as exc:  # noqa: BLE001 - any failure gets the same advice
+            error = type(exc).__name__
+        else:
+            await connection.close()
+            return
+    fail(f"No RabbitMQ answers at {url} ({error}).\n"
+         "Start one, then run this again:\n"
+         "  Debian/Ubuntu:  sudo rabbitmq-server -detached   (package rabbitmq-server)\n"
+         "  Docker:         docker run -d -p 5672:5672 rabbitmq:3.13\n"
+         "or point AMQP_URL at another broker.")
 
 
 class Stack:

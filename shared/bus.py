@@ -1,7 +1,9 @@
 """The AMQP connection every process uses: robust, with a deadline on connecting.
 
 A :class:`Bus` holds one robust connection (aio-pika reconnects it and
-restores its channels, queues, bindings and consumers by itself) and two
+restores its channels, queues, bindings and consumers by itself, on the next
+broker address of ``AMQP_URL`` when there are several: see
+:mod:`shared.transport`) and two
 channels: ``confirmed`` for requests into work queues, where a publish must
 not be lost, and ``fast`` (no publisher confirms) for replies, broadcasts and
 events, which are covered by their caller's deadline instead.
@@ -33,6 +35,9 @@ from shared.transport import connect_robust
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 3.0
+# Pause between two failed attempts to reopen a dropped connection (the first
+# attempt after a drop is immediate, to the next broker address).
+RECONNECT_INTERVAL_S = 1.0
 RawHandler = Callable[[DeliveredMessage], Awaitable[None]]
 
 
@@ -75,15 +80,19 @@ class Bus:
         self._on_lost.append(callback)
 
     async def connect(self) -> None:
-        """Connect once, raising BusUnavailable if the broker does not answer in time."""
+        """Connect to the first broker address that answers, each tried for ``connect_timeout_s``.
+
+        Raises BusUnavailable when none does.
+        """
+        urls = self.settings.amqp_urls
         try:
-            self.connection = await asyncio.wait_for(
-                connect_robust(self.settings.amqp_url, self.client_name, reconnect_interval_s=1.0),
-                timeout=self.settings.connect_timeout_s,
-            )
+            self.connection = await connect_robust(
+                urls, self.client_name, reconnect_interval_s=RECONNECT_INTERVAL_S,
+                timeout_s=self.settings.connect_timeout_s)
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            where = f"any of {len(urls)} addresses" if len(urls) > 1 else "its address"
             raise BusUnavailable(
-                f"cannot reach the message broker: {exc or type(exc).__name__}"
+                f"cannot reach the message broker at {where}: {exc or type(exc).__name__}"
             ) from None
         self.connection.close_callbacks.add(self._connection_lost)
         # Called once every channel is restored after a reconnect.

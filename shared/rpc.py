@@ -163,7 +163,9 @@ class RpcClient:
         except aio_pika.exceptions.DeliveryError:
             raise NoConsumer(f"no queue {queue} to receive the request") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BusUnavailable(f"cannot publish to the message broker: {exc}") from None
+            log.warning("could not publish a request", extra={"error": str(exc)})
+            raise BusUnavailable("The message broker connection was lost while sending the "
+                                 "request; try again shortly.") from None
 
     def _on_reply(self, message: Delivery) -> None:
         future = self._pending.get(message.correlation_id or "")
@@ -182,7 +184,9 @@ class RpcClient:
     def _fail_pending(self) -> None:
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(BusUnavailable("connection to the message broker lost"))
+                future.set_exception(BusUnavailable(
+                    "The message broker connection was lost before the answer came; "
+                    "try again shortly."))
 
 
 Handler = Callable[[Any], Awaitable[BaseModel]]
@@ -221,7 +225,8 @@ class RpcServer:
 
     async def start(self) -> None:
         self._channel = await self.bus.channel(prefetch=self.prefetch)
-        self._queue = await declare_work_queue(self._channel, self.names, self.queue_name)
+        self._queue = await declare_work_queue(self._channel, self.names, self.queue_name,
+                                               self.bus.settings.queue_type)
         self._consumer_tag = await self._queue.consume(self._on_message)
 
     async def stop(self, grace_s: float) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,13 +32,46 @@ def _blank_is_unset(value: Any) -> Any:
 
 # A bearer token; unset when the variable is missing, empty or blank.
 Token = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
+AMQP_SCHEMES = ("amqp", "amqps")
+
+
+def split_amqp_urls(value: str) -> list[str]:
+    """The broker addresses of an ``AMQP_URL``: one URL, or several separated by commas."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
+def _broker_user(url: str) -> str:
+    return unquote(urlsplit(url).username or "guest")
+
+
+def check_amqp_urls(value: str) -> str:
+    """Every address is an amqp(s) URL with a host, and all name the same broker user.
+
+    One user, because a node's replies carry it as ``user_id``, which the broker
+    checks against the connection's user: it must not change on failover.
+    """
+    urls = split_amqp_urls(value)
+    if not urls:
+        raise ValueError("no broker URL given")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in AMQP_SCHEMES or not parts.hostname:
+            raise ValueError(f"not an amqp:// or amqps:// URL with a host: {parts.scheme}://"
+                             f"{parts.hostname or ''}")
+    if len({_broker_user(url) for url in urls}) > 1:
+        raise ValueError("every broker URL of the list must name the same user")
+    return value
 
 
 class BaseGridSettings(BaseSettings):
     """What every process on the bus needs: where the broker is and the namespace."""
 
-    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a rejected AMQP_URL must not print its password.
+    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
+    # One broker URL, or the nodes of a cluster separated by commas: a process
+    # connects to the first that answers and fails over to the next.
     amqp_url: str = Field(
         default="amqp://guest:guest@localhost:5672/",
         validation_alias=AliasChoices("AMQP_URL", "GRID_AMQP_URL"),
@@ -48,11 +88,22 @@ class BaseGridSettings(BaseSettings):
     # Count a node's replies and heartbeats only when their broker-validated
     # user_id is the node's id (run each node with its own broker user).
     verify_node_user: bool = False
+    # The durable work queues and the dead-letter queue: classic (one broker
+    # node) or quorum (replicated across a cluster). Every process of a
+    # gateway must agree, since each declares the queues it uses.
+    queue_type: Literal["classic", "quorum"] = "classic"
+
+    _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The broker addresses of ``amqp_url``, in the order they are tried."""
+        return split_amqp_urls(self.amqp_url)
 
     @property
     def amqp_user(self) -> str:
         """The broker user of ``amqp_url``; the broker checks it against ``user_id``."""
-        return unquote(urlsplit(self.amqp_url).username or "guest")
+        return _broker_user(self.amqp_urls[0])
 
 
 class CachingSettings(BaseGridSettings):
@@ -91,6 +142,9 @@ class ApiSettings(CachingSettings):
     gateway_address: str | None = Field(default=None, max_length=2048)
     status_cache_s: float = Field(default=2.0, gt=0)
     status_recent_searches: int = Field(default=40, ge=1, le=1000)
+    # API processes serving one port (uvicorn workers), each with its own
+    # broker connection and reply queue.
+    api_workers: int = Field(default=1, ge=1)
 
 
 class RegistrySettings(BaseGridSettings):

@@ -2,6 +2,13 @@
 
 All processes declare the objects they use with the same arguments (declaring
 is idempotent only when the arguments agree), so the declarations live here.
+
+The durable work queues and the dead-letter queue take the queue type of
+``GRID_QUEUE_TYPE`` (quorum: replicated, for a cluster). The broadcast
+exchange's node queues, the reply queues and the event queues are per
+process and short-lived: they stay classic and unreplicated on any cluster,
+living on the node their owner is connected to and re-declared by it when it
+fails over to another.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 # Routing keys on the events exchange.
 HEARTBEAT_KEY = "heartbeat.{node_id}"
 EVENT_KEY = "node.{kind}"
+QUEUE_TYPES = ("classic", "quorum")
 
 
 @dataclass(frozen=True)
@@ -61,27 +69,72 @@ class Names:
         return (self.registry_queue, self.search_queue)
 
 
-async def declare_dead_letters(channel: AbstractChannel, names: Names) -> AbstractExchange:
+def queue_type_arguments(queue_type: str) -> dict:
+    """``x-queue-type`` of a durable queue: quorum queues are replicated across a cluster.
+
+    A classic queue is declared without the argument, exactly as before the
+    setting existed, so that queues already on a broker keep matching.
+    """
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"unknown queue type {queue_type!r}")
+    return {} if queue_type == "classic" else {"x-queue-type": queue_type}
+
+
+class QueueMismatch(RuntimeError):
+    """A durable queue exists on the broker with other arguments than this process declares."""
+
+
+async def declare_durable_queue(channel: AbstractChannel, name: str,
+                                arguments: dict) -> AbstractQueue:
+    """Declare a durable queue, saying plainly why when the broker refuses its arguments.
+
+    The usual cause is a queue declared with another ``GRID_QUEUE_TYPE`` (a queue's
+    type cannot change): every process of a gateway must use the same one, and
+    switching an existing gateway means deleting its durable queues first.
+    """
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        raise QueueMismatch(
+            f"queue {name} exists on the broker with other arguments than {arguments} "
+            f"(another GRID_QUEUE_TYPE?); see docs/operations.md, 'Changing the queue "
+            f"type': {exc}") from None
+
+
+def dead_letter_queue_arguments(queue_type: str = "classic") -> dict:
+    """Arguments of the dead-letter queue: capped, oldest dropped first (both queue types)."""
+    return {"x-max-length": 10_000, **queue_type_arguments(queue_type)}
+
+
+async def declare_dead_letters(channel: AbstractChannel, names: Names,
+                               queue_type: str = "classic") -> AbstractExchange:
     """The exchange and queue that rejected (poison) messages end up in."""
     dlx = await channel.declare_exchange(
         names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    queue = await channel.declare_queue(
-        names.dead_letter_queue, durable=True, arguments={"x-max-length": 10_000}
-    )
+    queue = await declare_durable_queue(channel, names.dead_letter_queue,
+                                        dead_letter_queue_arguments(queue_type))
     await queue.bind(dlx)
     return dlx
 
 
-def work_queue_arguments(names: Names) -> dict:
-    """Arguments of a durable request queue: rejected messages are dead-lettered."""
-    return {"x-dead-letter-exchange": names.dead_letter_exchange}
+def work_queue_arguments(names: Names, queue_type: str = "classic") -> dict:
+    """Arguments of a durable request queue: rejected messages are dead-lettered.
+
+    Everything a work queue relies on behaves alike on both types (checked on
+    RabbitMQ 3.10): a request's ``expiration`` (its deadline), dead-lettering of
+    rejected requests, redelivery of unacknowledged ones, publisher confirms
+    and ``mandatory`` returns.
+    """
+    return {"x-dead-letter-exchange": names.dead_letter_exchange,
+            **queue_type_arguments(queue_type)}
 
 
-async def declare_work_queue(channel: AbstractChannel, names: Names, name: str) -> AbstractQueue:
+async def declare_work_queue(channel: AbstractChannel, names: Names, name: str,
+                             queue_type: str = "classic") -> AbstractQueue:
     """A durable request queue whose rejected messages go to the dead-letter queue."""
-    await declare_dead_letters(channel, names)
-    return await channel.declare_queue(name, durable=True, arguments=work_queue_arguments(names))
+    await declare_dead_letters(channel, names, queue_type)
+    return await declare_durable_queue(channel, name, work_queue_arguments(names, queue_type))
 
 
 async def declare_broadcast(channel: AbstractChannel, names: Names) -> AbstractExchange:

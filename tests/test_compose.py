@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -199,4 +200,101 @@ def test_docker_compose_validates_the_file() -> None:
                     "docker-compose.yml; it needs no Docker engine", pytrace=False)
     done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"compose config failed:\n{done.stdout}{done.stderr}"
+
+
+# --- profile "cluster": three RabbitMQ nodes, the gateway on them, API replicas behind a proxy
+
+CLUSTER_NODES = ("rabbit-1", "rabbit-2", "rabbit-3")
+CLUSTER_GATEWAY = ("cluster-registry", "cluster-search", "cluster-api")
+CLUSTER_CONF = ROOT / "compose" / "rabbitmq-cluster.conf"
+PROXY_CONF = ROOT / "compose" / "cluster-proxy.conf"
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host file of a service's bind mounts (short syntax)."""
+    found = {}
+    for volume in service.get("volumes") or []:
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def conf_entries(path: Path) -> dict[str, str]:
+    """``key = value`` lines of a rabbitmq.conf-style file."""
+    lines = [line.split("=", 1) for line in path.read_text().splitlines()
+             if "=" in line and not line.lstrip().startswith("#")]
+    return {key.strip(): value.strip() for key, value in lines}
+
+
+def test_cluster_profile_holds_its_services_only(services: dict[str, dict[str, Any]]) -> None:
+    for name in (*CLUSTER_NODES, *CLUSTER_GATEWAY, "cluster-proxy"):
+        assert services[name].get("profiles") == ["cluster"], name
+    for name in SERVICES:  # the default stack is untouched by the profile
+        assert "cluster" not in (services[name].get("profiles") or []), name
+
+
+def test_cluster_nodes_share_a_cookie_and_name_themselves(
+        services: dict[str, dict[str, Any]]) -> None:
+    cookies = {environment(services[name]).get("RABBITMQ_ERLANG_COOKIE") for name in CLUSTER_NODES}
+    assert len(cookies) == 1 and None not in cookies, cookies
+    for name in CLUSTER_NODES:
+        node = services[name]
+        assert node["hostname"] == name
+        assert environment(node)["RABBITMQ_NODENAME"] == f"rabbit@{name}"
+        assert node["healthcheck"]["test"], name
+
+
+def test_cluster_peer_discovery_lists_every_node(services: dict[str, dict[str, Any]]) -> None:
+    entries = conf_entries(CLUSTER_CONF)
+    assert entries["cluster_formation.peer_discovery_backend"] == "classic_config"
+    listed = {value for key, value in entries.items()
+              if key.startswith("cluster_formation.classic_config.nodes.")}
+    assert listed == {f"rabbit@{name}" for name in CLUSTER_NODES}
+    for name in CLUSTER_NODES:
+        assert CLUSTER_CONF in mounts(services[name]).values(), f"{name} does not mount it"
+        target = next(t for t, f in mounts(services[name]).items() if f == CLUSTER_CONF)
+        assert target.startswith("/etc/rabbitmq/conf.d/"), target
+    # The first node forms the cluster; the others wait for it, then join it.
+    for name in CLUSTER_NODES[1:]:
+        assert services[name]["depends_on"]["rabbit-1"]["condition"] == "service_healthy"
+
+
+def test_cluster_gateway_uses_every_node_and_quorum_queues(
+        services: dict[str, dict[str, Any]]) -> None:
+    firsts = set()
+    for name in CLUSTER_GATEWAY:
+        env = environment(services[name])
+        assert env["GRID_QUEUE_TYPE"] == "quorum", name
+        settings = settings_module.BaseGridSettings(amqp_url=env["AMQP_URL"])  # validates it
+        hosts = [urlsplit(url).hostname for url in settings.amqp_urls]
+        assert sorted(hosts) == sorted(CLUSTER_NODES), (name, hosts)
+        firsts.add(hosts[0])
+        depends_on = services[name]["depends_on"]
+        for node in CLUSTER_NODES:  # quorum queues declared before a node joins miss it
+            assert depends_on[node]["condition"] == "service_healthy", (name, node)
+    assert len(firsts) == len(CLUSTER_GATEWAY), "each service should start on another node"
+
+
+def test_cluster_api_scales_behind_the_proxy(services: dict[str, dict[str, Any]]) -> None:
+    api = services["cluster-api"]
+    # A host port can be published by one container only: replicas publish none.
+    assert "container_name" not in api and "ports" not in api
+    assert environment(api)["GRID_API_HOST"] == "0.0.0.0"
+    proxy = services["cluster-proxy"]
+    assert proxy["ports"] == ["8000:8000"]
+    assert PROXY_CONF in mounts(proxy).values()
+    text = PROXY_CONF.read_text()
+    assert "resolver 127.0.0.11" in text  # Docker's DNS, re-read: follows --scale
+    assert "http://cluster-api:8000" in text
+
+
+def test_docker_compose_validates_the_cluster_profile() -> None:
+    command = compose_command()
+    if command is None:
+        pytest.fail("neither `docker compose` nor docker-compose is on PATH (apt-get install "
+                    "docker-compose)", pytrace=False)
+    done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "--profile", "cluster", "config",
+                           "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"compose config failed:\n{done.stdout}{done.stderr}"

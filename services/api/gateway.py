@@ -90,7 +90,7 @@ class Gateway:
             return
         channel = await self.bus.channel()
         for queue in self.names.work_queues():
-            await declare_work_queue(channel, self.names, queue)
+            await declare_work_queue(channel, self.names, queue, self.settings.queue_type)
         await self.rpc.start()
         if self.near is not None:
             await self.near.start()
@@ -98,7 +98,7 @@ class Gateway:
         await self._watch_consumers(channel)
 
     async def _watch_consumers(self, channel) -> None:
-        arguments = work_queue_arguments(self.names)
+        arguments = work_queue_arguments(self.names, self.settings.queue_type)
         while True:
             for queue in self.names.work_queues():
                 with contextlib.suppress(Exception):  # a reconnect in progress: try next time
