@@ -1,12 +1,15 @@
 """Synthetic node inventories, and the answers the gateway must give for them.
 
 Node ``i`` belongs to class ``c = i % CLASSES``. Its first tensor carries
-``#all``, ``#t<c % 8>`` and ``#g<c // 8>``; its second ``#labels`` and
-``#t<c % 8>``. It hosts model ``m-<c>``; one node in ten also hosts the
+``#all``, ``#t<c % 8>``, ``#g<c // 8>`` and ``#p0`` .. ``#p11``; its second
+``#labels`` and ``#t<c % 8>``. It hosts model ``m-<c>``; one node in ten also hosts the
 encrypted model ``enc-<i % 3>``. So query number ``k`` of the load generator
 (``["#t<k % 8>", "#g<k // 8>"]`` or ``m-<k>``) matches exactly the nodes with
 ``i % CLASSES == k``: small answers (empty when no node is of that class),
-known in advance.
+known in advance. Distinct query ``k`` adds to query ``k``'s two tags the
+``#p`` tags of the bits of ``k // CLASSES``: every node carries them all, so
+the answer is the same, but no two of the first 64 x 4096 queries are alike
+(nothing to cache).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from services.node.inventory import Inventory, Tensor
 from shared.contracts import EncryptedModelHosts
 
 CLASSES = 64
+# Tags every node's first tensor carries, which make distinct queries.
+SHARED_TAGS = [f"#p{bit}" for bit in range(12)]
 # Added and taken away again by inventory churn; no benchmark query asks for it.
 CHURN_TENSOR = Tensor(id="churn", tags=["#churn"])
 
@@ -32,7 +37,7 @@ def node_address(index: int) -> str:
 
 def tensor_tags(index: int) -> list[list[str]]:
     cls = index % CLASSES
-    return [["#all", f"#t{cls % 8}", f"#g{cls // 8}"], ["#labels", f"#t{cls % 8}"]]
+    return [["#all", f"#t{cls % 8}", f"#g{cls // 8}", *SHARED_TAGS], ["#labels", f"#t{cls % 8}"]]
 
 
 def encrypted_model(index: int) -> str | None:
@@ -64,6 +69,12 @@ def churned(inventory: Inventory) -> Inventory:
 def search_query(k: int) -> list[str]:
     cls = k % CLASSES
     return [f"#t{cls % 8}", f"#g{cls // 8}"]
+
+
+def distinct_query(k: int) -> list[str]:
+    """Query ``k``'s tags plus shared ones: the same answer, a query never asked before."""
+    bits = k // CLASSES
+    return search_query(k) + [tag for n, tag in enumerate(SHARED_TAGS) if bits >> n & 1]
 
 
 def model_query(k: int) -> str:

@@ -12,7 +12,8 @@ HEAD = ("route", "N", "c", "req/s", "p50", "p99", "max", "err", "part", "answere
 
 
 def nodes(result: dict) -> str:
-    return f"{result['nodes']}h{result['hung']}" if result["hung"] else str(result["nodes"])
+    hung = f"h{result['hung']}" if result["hung"] else ""
+    return f"{result['nodes']}{hung}{result.get('fleet', '')}"
 
 
 def answered(result: dict) -> str:

@@ -28,12 +28,20 @@ class Scenario:
     nodes: int
     hang: int = 0
     runs: list[RunSpec] = field(default_factory=list)
+    # False: the fleet announces no inventory version, so every search is a broadcast.
+    versions: bool = True
 
     @property
     def label(self) -> str:
         if not self.nodes:
             return "external gateway"
-        return f"N={self.nodes}" + (f" hung={self.hang}" if self.hang else "")
+        return (f"N={self.nodes}" + (f" hung={self.hang}" if self.hang else "")
+                + ("" if self.versions else " unversioned"))
+
+    @property
+    def fleet(self) -> str:
+        """How the results table marks the fleet: ``nv`` for unversioned nodes."""
+        return "" if self.versions else "nv"
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -105,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
                         "work queues, or classic with N = 1 (a single-node baseline)")
     p.add_argument("--target-url", help="benchmark this gateway instead of starting one")
     p.add_argument("--compare-url", help="also benchmark this gateway, side by side")
+    p.add_argument("--compare-fleet", choices=["none", "http"], default="none",
+                   help="http: give the compared gateway the same fleet as HTTP-only nodes "
+                        "(bench.httpfleet), joined to it for each fleet size")
     p.add_argument("--output", help="results file (default: bench/results/<time>-<label>.json)")
     p.add_argument("--keep-logs", action="store_true", help="keep the services' log files")
     return p
@@ -119,26 +130,37 @@ def ordered_runs(routes: list[str], concurrencies: list[int], duration: float | 
 def custom(args: argparse.Namespace) -> list[Scenario]:
     duration = None if args.requests else args.duration
     runs = ordered_runs(args.routes, args.concurrency, duration, args.requests)
-    return [Scenario(nodes, args.hang, list(runs)) for nodes in args.nodes]
+    return [Scenario(nodes, args.hang, list(runs), versions=args.fleet_versions == "on")
+            for nodes in args.nodes]
 
 
 def preset(name: str) -> tuple[list[Scenario], float]:
     """Scenarios of a preset, and its warm-up seconds."""
     quick = name == "quick"
     duration = 3.0 if quick else 10.0
-    routes = DEFAULT_ROUTES.split(",")
-    scenarios = []
-    for nodes in ((10, 100) if quick else (10, 100, 1000)):
-        runs = ordered_runs(routes, [1, 16], duration, None)
-        if nodes == 100:  # coalescing: identical vs distinct searches, 32 in flight
-            extra = [RunSpec("search-identical", 32, duration), RunSpec("search", 32, duration)]
-            first_join = next(i for i, run in enumerate(runs) if run.route == "join")
-            runs[first_join:first_join] = extra
-        scenarios.append(Scenario(nodes, 0, runs))
+    sizes = (10, 100) if quick else (10, 100, 1000)
+    scenarios = [Scenario(nodes, 0, _preset_runs(nodes, duration)) for nodes in sizes]
+    # The fan-out itself: nodes that announce no version are asked every time.
+    scenarios += [Scenario(nodes, 0, ordered_runs(["search"], [1, 16], duration, None),
+                           versions=False) for nodes in sizes if nodes >= 100]
     hung_runs = [RunSpec("search", 1, None, 3 if quick else 10),
                  RunSpec("search", 16, 4.0 if quick else duration)]
     scenarios.append(Scenario(100, 1, hung_runs))
     return scenarios, (0.5 if quick else 1.0)
+
+
+def _preset_runs(nodes: int, duration: float) -> list[RunSpec]:
+    runs = ordered_runs([*DEFAULT_ROUTES.split(","), "search-distinct"], [1, 16], duration,
+                        None)
+    extra = []
+    if nodes >= 100:  # the cache: a few queries cycling, and the same under inventory churn
+        extra += [RunSpec("search-repeated", 16, duration), RunSpec("search-churn", 16, duration)]
+    if nodes == 100:  # coalescing: identical vs distinct searches, 32 in flight
+        extra += [RunSpec("search-identical", 32, duration),
+                  RunSpec("search-distinct", 32, duration)]
+    first_join = next(i for i, run in enumerate(runs) if run.route == "join")
+    runs[first_join:first_join] = extra
+    return runs
 
 
 def for_target(scenarios: list[Scenario]) -> list[Scenario]:

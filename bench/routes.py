@@ -2,7 +2,9 @@
 
 Request bodies vary with ``k`` so that concurrent searches are distinct (the
 search worker coalesces identical ones); ``search-identical`` sends one body
-on purpose, to show that coalescing. ``search-repeated`` cycles through a few
+on purpose, to show that coalescing. ``search`` cycles through 64 bodies;
+``search-distinct`` never sends the same body twice (nothing to cache), with
+the same answers as ``search``. ``search-repeated`` cycles through a few
 bodies, which the search worker answers from its cache once it has seen
 them; ``search-churn`` does the same while the fleet changes an inventory
 every 100 ms, so that the cache keeps being invalidated.
@@ -44,6 +46,10 @@ def _no_body(_: int, __: str) -> None:
 
 def _search_body(k: int, _: str) -> bytes:
     return orjson.dumps({"query": inv.search_query(k)})
+
+
+def _distinct_body(k: int, _: str) -> bytes:
+    return orjson.dumps({"query": inv.distinct_query(k)})
 
 
 def _repeated_body(k: int, _: str) -> bytes:
@@ -105,6 +111,7 @@ ROUTES: dict[str, Route] = {route.name: route for route in (
     Route("search", "POST", "/search", _search_body, _check_pairs, search=True),
     Route("search-identical", "POST", "/search", _identical_body, _check_identical,
           search=True),
+    Route("search-distinct", "POST", "/search", _distinct_body, _check_pairs, search=True),
     Route("search-repeated", "POST", "/search", _repeated_body, _check_repeated, search=True),
     Route("search-churn", "POST", "/search", _repeated_body, _check_repeated, search=True,
           churn=True),
@@ -119,8 +126,9 @@ ROUTES: dict[str, Route] = {route.name: route for route in (
 )}
 
 # Joins grow the registry, which /connected-nodes lists: they run last.
-ORDER = ["search", "search-repeated", "search-churn", "tags", "models", "search-model",
-         "search-encrypted", "connected", "choose-host", "search-identical", "join"]
+ORDER = ["search", "search-distinct", "search-repeated", "search-churn", "tags", "models",
+         "search-model", "search-encrypted", "connected", "choose-host", "search-identical",
+         "join"]
 
 
 def route(name: str) -> Route:

@@ -18,7 +18,7 @@ from bench import cpu, report
 from bench.load import Load, LoadSpec
 from bench.plan import RunSpec, Scenario
 from bench.routes import route
-from bench.stack import LocalStack, StackConfig
+from bench.stack import HttpFleet, LocalStack, StackConfig
 from bench.stats import RunResult, percentile, summarise
 from shared.settings import split_amqp_urls
 
@@ -32,6 +32,7 @@ class Target:
     pids: dict[str, list[int]] = field(default_factory=dict)
     check: bool = False  # answers are known: this benchmark started the fleet
     churn: Callable[[bool], None] | None = None  # starts / stops the fleet's inventory churn
+    fleet: str = ""  # how the table marks the fleet (Scenario.fleet)
 
 
 QUIET_CORES = 0.1  # "quiet": other processes busy less than this many cores
@@ -62,6 +63,7 @@ class Session:
 async def run_scenario(session: Session, scenario: Scenario) -> None:
     args = session.args
     stack: LocalStack | None = None
+    http_fleet: HttpFleet | None = None
     try:
         targets = []
         if args.target_url:
@@ -69,9 +71,12 @@ async def run_scenario(session: Session, scenario: Scenario) -> None:
         else:
             stack = await start_stack(session, scenario)
             targets.append(Target("local", stack.url, scenario.nodes, scenario.hang,
-                                  stack.pid_groups(), check=True, churn=stack.churn))
+                                  stack.pid_groups(), check=True, churn=stack.churn,
+                                  fleet=scenario.fleet))
             await idle_baseline(session, scenario, targets[0])
         if args.compare_url and not scenario.hang:
+            if args.compare_fleet == "http" and scenario.nodes:
+                http_fleet = await start_http_fleet(session, scenario)
             targets.append(Target("compare", args.compare_url, scenario.nodes or None, 0))
         for run in scenario.runs:
             for target in targets:
@@ -79,11 +84,23 @@ async def run_scenario(session: Session, scenario: Scenario) -> None:
                     continue  # another gateway's nodes cannot be made to churn
                 session.add(await measure(session, target, run))
     finally:
+        if http_fleet is not None:
+            await http_fleet.stop()
         if stack is not None:
             session.progress.update(f"[{scenario.label}] stopping the gateway and the fleet")
             await stack.stop()
             kept = f"; logs kept in {stack.kept_logs}" if stack.kept_logs else ""
             session.progress.done(f"[{scenario.label}] stopped{kept}")
+
+
+async def start_http_fleet(session: Session, scenario: Scenario) -> HttpFleet:
+    fleet = HttpFleet(session.args.compare_url, scenario.nodes)
+    session.progress.update(f"[{scenario.label}] joining {scenario.nodes} HTTP nodes to "
+                            f"{session.args.compare_url}")
+    await fleet.start()
+    session.progress.done(f"[{scenario.label}] {scenario.nodes} HTTP nodes joined to the "
+                          f"compared gateway")
+    return fleet
 
 
 async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
@@ -92,7 +109,7 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
         amqp_url=args.amqp_url, nodes=scenario.nodes, hang=scenario.hang,
         search_workers=args.search_workers, fleet_processes=args.fleet_processes,
         fleet_connections=args.fleet_connections, fleet_client=args.fleet_client,
-        fleet_versions=args.fleet_versions == "on",
+        fleet_versions=scenario.versions,
         join_concurrency=args.join_concurrency,
         keep_logs=args.keep_logs, queue_type="quorum" if args.cluster > 1 else None)
     stack = LocalStack(config)
@@ -161,7 +178,7 @@ async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:
     result = summarise(samples, elapsed,
                        cpu.per_request(before, after, len(samples.latencies_s)),
                        target=target.name, route=run.route, nodes=target.nodes,
-                       hung=target.hung, concurrency=run.concurrency)
+                       hung=target.hung, concurrency=run.concurrency, fleet=target.fleet)
     session.progress.done(f"{label} {result.requests} req, {result.rps:.1f} req/s, "
                           f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
                           f"errors {result.errors}, wrong answers {result.mismatches}")

@@ -244,3 +244,36 @@ class LocalStack:
             self.kept_logs = self._dir
         else:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@dataclass
+class HttpFleet:
+    """The fleet as HTTP-only nodes (``bench.httpfleet``), joined to another gateway."""
+
+    gateway_url: str
+    nodes: int
+    child: procs.Child | None = None
+    _dir: Path | None = None
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="grid-httpfleet-"))
+        env = {**os.environ, "GRID_GATEWAY_URL": self.gateway_url, "GRID_LOG_LEVEL": "WARNING"}
+        self.child = await procs.spawn("httpfleet", "compare-fleet", "bench.httpfleet",
+                                       ["--total", str(self.nodes)], env, self._dir,
+                                       stdout_pipe=True)
+        try:
+            async with asyncio.timeout(timeout_s + 0.05 * self.nodes):
+                line = (await self.child.process.stdout.readline()).decode().strip()
+        except TimeoutError:
+            line = ""
+        if not line.startswith("READY"):
+            log_tail = self.child.log_tail()
+            await self.stop()
+            raise StackError(f"the HTTP fleet did not join {self.gateway_url}:\n{log_tail}")
+
+    async def stop(self) -> None:
+        """SIGTERM: the fleet deletes its nodes from the gateway, then exits."""
+        if self.child is not None:
+            await procs.stop([self.child], grace_s=30.0 + 0.05 * self.nodes)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)

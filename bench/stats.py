@@ -50,6 +50,7 @@ class RunResult:
     nodes: int | None
     hung: int
     concurrency: int
+    fleet: str  # "" or "nv": nodes that announce no inventory version
     requests: int
     elapsed_s: float
     rps: float
