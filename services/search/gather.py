@@ -12,26 +12,39 @@ class Gather:
 
     Some answers may be known before asking (``derived``, see
     :mod:`services.search.index`): those nodes are not asked, or if asked by a
-    broadcast their replies are redundant.
+    broadcast their replies are redundant. A derived answer that adds nothing
+    to the result (no match) is counted, not kept.
     """
 
-    __slots__ = ("expected", "replies", "derived", "done")
+    __slots__ = ("expected", "replies", "derived", "answered", "done")
 
     def __init__(self, expected: dict[str, str]) -> None:
         self.expected = expected
         self.replies: dict[str, NodeReply] = {}
         self.derived: set[str] = set()
+        self.answered = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def add(self, reply: NodeReply) -> bool:
         """Keep a reply from an expected node, once; False for anyone else."""
         node_id = reply.node_id
-        if node_id not in self.expected or node_id in self.replies:
+        if node_id not in self.expected or node_id in self.replies or node_id in self.derived:
             return False
         self.replies[node_id] = reply
-        if len(self.replies) == len(self.expected) and not self.done.done():
-            self.done.set_result(None)
+        self._answered()
         return True
+
+    def derive(self, node_id: str, reply: NodeReply | None) -> None:
+        """The answer of a node that need not be asked (None: one that adds nothing)."""
+        self.derived.add(node_id)
+        if reply is not None:
+            self.replies[node_id] = reply
+        self._answered()
+
+    def _answered(self) -> None:
+        self.answered += 1
+        if self.answered == len(self.expected) and not self.done.done():
+            self.done.set_result(None)
 
     def queried(self) -> int:
         """Nodes whose answer was asked for rather than known."""
@@ -41,7 +54,7 @@ class Gather:
 def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:
     """Merge the replies into the answer for ``query`` (sorted, so answers are stable)."""
     replies = gather.replies
-    counts = {"asked": len(gather.expected), "answered": len(replies),
+    counts = {"asked": len(gather.expected), "answered": gather.answered,
               "queried": gather.queried()}
     if query.op in ("list_models", "list_tags"):
         field = "models" if query.op == "list_models" else "tags"

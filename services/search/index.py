@@ -57,12 +57,11 @@ class InventoryIndex:
             return dict(gather.expected)
         ask = {}
         for node_id, address in gather.expected.items():
-            reply = derive(self, query, node_id, versions.get(node_id))
-            if reply is None:
-                ask[node_id] = address
+            known, reply = derive(self, query, node_id, versions.get(node_id))
+            if known:
+                gather.derive(node_id, reply)
             else:
-                gather.add(reply)
-                gather.derived.add(node_id)
+                ask[node_id] = address
         return ask
 
     def forget_except(self, nodes: Mapping[str, str]) -> None:
@@ -72,30 +71,37 @@ class InventoryIndex:
                 del lists[node_id]
 
 
+# (known, reply): the answer follows (reply None when it adds nothing), or it does not.
+Derived = tuple[bool, NodeReply | None]
+UNKNOWN: Derived = (False, None)
+NOTHING: Derived = (True, None)
+
+
 def _list(index: InventoryIndex, query: SearchRequest, node_id: str,
-          version: str | None) -> NodeReply | None:
+          version: str | None) -> Derived:
     names = index.listed(query.op, node_id, version)
     if names is None:
-        return None
-    return NodeReply.model_construct(node_id=node_id, version=version,
-                                     **{LISTS[query.op]: sorted(names)})
+        return UNKNOWN
+    return True, NodeReply.model_construct(node_id=node_id, version=version,
+                                           **{LISTS[query.op]: sorted(names)})
 
 
 def _has_model(index: InventoryIndex, query: SearchRequest, node_id: str,
-               version: str | None) -> NodeReply | None:
+               version: str | None) -> Derived:
     models = index.listed("list_models", node_id, version)
     if models is None:
-        return None
-    return NodeReply.model_construct(node_id=node_id, version=version,
-                                     match=query.model_id in models)
+        return UNKNOWN
+    if query.model_id not in models:
+        return NOTHING
+    return True, NodeReply.model_construct(node_id=node_id, version=version, match=True)
 
 
 def _search_tags(index: InventoryIndex, query: SearchRequest, node_id: str,
-                 version: str | None) -> NodeReply | None:
+                 version: str | None) -> Derived:
     tags = index.listed("list_tags", node_id, version)
     if tags is None or tags.issuperset(query.tags or ()):
-        return None  # unknown, or a candidate: only the node can say
-    return NodeReply.model_construct(node_id=node_id, version=version, match=False)
+        return UNKNOWN  # unknown, or a candidate: only the node can say
+    return NOTHING
 
 
 _DERIVERS = {"list_models": _list, "list_tags": _list, "has_model": _has_model,
