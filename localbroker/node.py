@@ -117,16 +117,32 @@ class PrivateBroker:
             if not self.running:
                 raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode}):\n"
                                    f"{self.output_tail()}")
-            try:
-                connection = await aio_pika.connect(self.url, timeout=1)
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"broker not accepting AMQP within {within} s:\n"
-                                       f"{self.output_tail()}") from None
-                await asyncio.sleep(0.2)
-            else:
+            connection = await self._connect_once()
+            if connection is not None:
                 await connection.close()
                 return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker not accepting AMQP within {within} s:\n"
+                                   f"{self.output_tail()}")
+            await asyncio.sleep(0.2)
+
+    async def _connect_once(self) -> aio_pika.abc.AbstractConnection | None:
+        if not await self._listening():
+            return None
+        try:
+            return await aio_pika.connect(self.url, timeout=1)
+        except Exception:  # noqa: BLE001 - listening, not serving AMQP yet
+            return None
+
+    async def _listening(self) -> bool:
+        """A TCP connect to the AMQP port: checked first, so that a node still booting
+        does not fill the log with the AMQP client's connection errors."""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 1)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
 
     def _spawn(self) -> subprocess.Popen:
         self.starts += 1
