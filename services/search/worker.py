@@ -18,12 +18,12 @@ import time
 import uuid
 
 from pamqp.commands import Basic
-from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from services.search.budget import QueryBudget
 from services.search.gather import Gather, aggregate
 from services.search.index import LISTS, InventoryIndex
+from services.search.metrics import SearchMetrics
 from shared import codec
 from shared.answers import AnswerCache
 from shared.bus import Bus, deadline_after
@@ -38,7 +38,6 @@ from shared.errors import GridError, Overloaded
 from shared.frames import Delivery
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.membership import Membership, MembershipFeed
-from shared.metrics import LATENCY_BUCKETS, WorkerMetrics
 from shared.rpc import (
     DEADLINE_HEADER,
     Operation,
@@ -57,30 +56,6 @@ RETURN_ALLOWANCE_S = 0.02
 DIRECT_SHARE = 0.25
 # How long the indexer lets changes pile up before asking the changed nodes.
 INDEX_DEBOUNCE_S = 0.02
-
-
-class SearchMetrics(WorkerMetrics):
-    def __init__(self) -> None:
-        super().__init__("search")
-        self.searches = Histogram(
-            "grid_search_seconds", "Time from broadcast to answer, by query op.",
-            ["op"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.nodes = Counter("grid_search_nodes_total",
-                             "Nodes asked, answered, and timed out across searches.",
-                             ["outcome"], registry=self.registry)
-        self.replies_dropped = Counter("grid_search_replies_dropped_total",
-                                       "Node replies ignored: late, malformed or unexpected.",
-                                       ["reason"], registry=self.registry)
-        self.coalesced = Counter("grid_search_coalesced_total",
-                                 "Searches answered by an identical search already in flight.",
-                                 registry=self.registry)
-        self.overloaded = Counter("grid_search_overloaded_total",
-                                  "Searches refused: no room in the node-query budget in time.",
-                                  registry=self.registry)
-        self.cache = Counter("grid_search_cache_total",
-                             "Search look-ups in the answer cache: hit, miss, or uncacheable "
-                             "(a live node reports no inventory version).",
-                             ["outcome"], registry=self.registry)
 
 
 class SearchWorker:
