@@ -100,7 +100,9 @@ async def test_poison_is_dead_lettered(harness: Harness, amqp_url: str, namespac
 async def test_poison_on_the_broadcast_and_events_paths_harms_nothing(
         harness: Harness, amqp_url: str, namespace: str) -> None:
     """Node queues and event queues are no-ack: poison there is logged and dropped, not fatal."""
-    gateway = await harness.gateway()
+    # No cache and no index: the one search below reaches the node, and nothing else does.
+    gateway = await harness.gateway(search={"search_cache": False, "search_index": False},
+                                    search_cache=False)
     node = await harness.node(gateway, "alice", {"models": ["m"]})
     await gateway.wait_search_sees(1)
     answered_before = node.queries_answered
