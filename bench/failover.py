@@ -129,9 +129,9 @@ def main() -> None:
     args = parse_args()
     result = asyncio.run(run(args))
     path = report.results_path("failover")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    path.write_text(text)
+    print(text)
     print(f"results: {path}")
 
 

@@ -142,10 +142,11 @@ def side_by_side(results: list[RunResult]) -> str:
 
 
 def _find(results: list[RunResult], route: str, nodes: int, c: int,
-          hung: int = 0, fleet: str = "") -> RunResult | None:
+          fleet: str = "") -> RunResult | None:
+    """The local run of ``route`` on a fleet of ``nodes`` without hung nodes."""
     for r in results:
         if ((r.target, r.route, r.nodes, r.concurrency, r.hung, r.fleet)
-                == ("local", route, nodes, c, hung, fleet)):
+                == ("local", route, nodes, c, 0, fleet)):
             return r
     return None
 

@@ -65,6 +65,19 @@ class StackConfig:
         return [(2 * h + 1) * self.nodes // (2 * self.hang) for h in range(self.hang)]
 
 
+async def fleet_ready(child: procs.Child, timeout_s: float) -> None:
+    """Until a fleet process prints READY; StackError if it fails or takes too long."""
+    assert child.process.stdout is not None
+    try:
+        async with asyncio.timeout(timeout_s):
+            line = (await child.process.stdout.readline()).decode().strip()
+    except TimeoutError:
+        raise StackError(f"{child.name} not ready after {timeout_s:.0f} s:\n"
+                         f"{child.log_tail()}") from None
+    if not line.startswith("READY"):
+        raise StackError(f"{child.name} failed: {line or 'exited'}\n{child.log_tail()}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -154,7 +167,7 @@ class LocalStack:
             fleet.append(child)
         started = time.perf_counter()
         timeout = self.config.ready_timeout_s + 0.1 * self.config.nodes
-        await asyncio.gather(*(self._fleet_ready(child, timeout) for child in fleet))
+        await asyncio.gather(*(fleet_ready(child, timeout) for child in fleet))
         self.fleet_start_s = time.perf_counter() - started
 
     def _fleet_options(self) -> list[str]:
@@ -167,17 +180,6 @@ class LocalStack:
         """Start or stop inventory churn in the first fleet process (one change per 100 ms)."""
         fleet = next(c for c in self.children if c.role == "fleet")
         fleet.process.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
-
-    async def _fleet_ready(self, child: procs.Child, timeout_s: float) -> None:
-        assert child.process.stdout is not None
-        try:
-            async with asyncio.timeout(timeout_s):
-                line = (await child.process.stdout.readline()).decode().strip()
-        except TimeoutError:
-            raise StackError(f"{child.name} not ready after {timeout_s:.0f} s:\n"
-                             f"{child.log_tail()}") from None
-        if not line.startswith("READY"):
-            raise StackError(f"{child.name} failed: {line or 'exited'}\n{child.log_tail()}")
 
     async def _wait_nodes_seen(self) -> None:
         """Until a search is sent to every node of the fleet (hung ones included)."""
@@ -262,14 +264,10 @@ class HttpFleet:
                                        ["--total", str(self.nodes)], env, self._dir,
                                        stdout_pipe=True)
         try:
-            async with asyncio.timeout(timeout_s + 0.05 * self.nodes):
-                line = (await self.child.process.stdout.readline()).decode().strip()
-        except TimeoutError:
-            line = ""
-        if not line.startswith("READY"):
-            log_tail = self.child.log_tail()
+            await fleet_ready(self.child, timeout_s + 0.05 * self.nodes)
+        except StackError:
             await self.stop()
-            raise StackError(f"the HTTP fleet did not join {self.gateway_url}:\n{log_tail}")
+            raise
 
     async def stop(self) -> None:
         """SIGTERM: the fleet deletes its nodes from the gateway, then exits."""

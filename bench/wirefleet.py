@@ -57,8 +57,10 @@ class SimNode:
     answered: int = 0
     version: str | None = field(init=False, default=None)
     beat: bytes = field(init=False, default=b"")
+    beat_key: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
+        self.beat_key = HEARTBEAT_KEY.format(node_id=self.node_id)
         self.serve(self.inventory)
 
     def serve(self, inventory: Inventory) -> None:
@@ -94,10 +96,12 @@ class WireFleet:
                                  1 + index % self.channels, versioned=versions)
             for index in range(first, first + count)
         }
+        self._beat_properties = properties(codec.CONTENT_TYPE, user_id=self.user)
         self.malformed = 0
         self._broadcasts: dict[str, Broadcast | None] = {}
         self._connections: list[WireConnection] = []
-        self._tasks: list[asyncio.Task] = []
+        self._heartbeat: asyncio.Task | None = None
+        self._churn: asyncio.Task | None = None
 
     async def start(self, join_concurrency: int) -> None:
         """Connect, subscribe every node, join them all over HTTP, start heartbeats."""
@@ -112,13 +116,14 @@ class WireFleet:
             await asyncio.gather(*(self._subscribe_channel(connection, c)
                                    for c in range(1, self.channels + 1)))
         await self._join_all(join_concurrency)
-        self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever())
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        self.churn(None)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._heartbeat
         await asyncio.gather(*(connection.close() for connection in self._connections))
 
     async def _open(self, name: str) -> WireConnection:
@@ -170,19 +175,18 @@ class WireFleet:
                 await asyncio.sleep(self.settings.heartbeat_s / HEARTBEAT_SLICES)
 
     def _beat(self, node: SimNode) -> None:
-        node.connection.publish(node.channel, self.names.events_exchange,
-                                HEARTBEAT_KEY.format(node_id=node.node_id),
-                                properties(codec.CONTENT_TYPE, user_id=self.user), node.beat)
+        node.connection.publish(node.channel, self.names.events_exchange, node.beat_key,
+                                self._beat_properties, node.beat)
 
     # --- churn --------------------------------------------------------------------
 
     def churn(self, interval_s: float | None) -> None:
         """Change one node's inventory every ``interval_s`` (None: stop), round the fleet."""
-        for task in self._tasks[1:]:
-            task.cancel()
-        del self._tasks[1:]
+        if self._churn is not None:
+            self._churn.cancel()
+            self._churn = None
         if interval_s:
-            self._tasks.append(asyncio.create_task(self._churn_forever(interval_s)))
+            self._churn = asyncio.create_task(self._churn_forever(interval_s))
 
     async def _churn_forever(self, interval_s: float) -> None:
         for node in itertools.cycle([n for n in self.nodes.values() if not n.hung]):
@@ -200,9 +204,7 @@ class WireFleet:
         broadcast = self._broadcast(correlation_id, headers, body)
         if broadcast is None or expired(broadcast.headers):
             return
-        reply = node.inventory.answer(node.node_id, broadcast.query)
-        if node.version is not None:
-            reply = reply.model_copy(update={"version": node.version})
+        reply = node.inventory.answer(node.node_id, broadcast.query, node.version)
         node.connection.publish(channel, "", reply_to, broadcast.reply_properties,
                                 codec.dumps(reply))
         node.answered += 1

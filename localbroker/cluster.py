@@ -25,10 +25,6 @@ class PrivateCluster:
         self.nodes = [PrivateBroker(base / f"node-{index}", cookie=cookie)
                       for index in range(size)]
 
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
     def url_list(self, first: int = 0) -> str:
         """``AMQP_URL`` naming every node, starting with node ``first`` (then the next ones).
 

@@ -57,11 +57,9 @@ class Bus:
         # False from a drop until aio-pika has restored every channel, queue,
         # binding and consumer on the new connection.
         self._restored = False
-
-    @property
-    def user(self) -> str:
-        """The broker user of this connection; the broker checks it against ``user_id``."""
-        return self.settings.amqp_user
+        # The broker user of this connection; the broker checks it against ``user_id``
+        # (read once: every reply of a node carries it).
+        self.user = settings.amqp_user
 
     @property
     def ready(self) -> bool:

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from shared.bus import Bus
 from shared.contracts import (
     LIST_NODES,
     Heartbeat,
@@ -32,7 +31,6 @@ from shared.contracts import (
 from shared.errors import GridError
 from shared.liveness import Liveness, subscribe_events
 from shared.rpc import RpcClient
-from shared.topology import Names
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +93,11 @@ class Membership:
             self.versions[node_id] = beat.version
             self.generation += 1
             self._changed()
+
+    def invalidate(self) -> None:
+        """Count the view as changed (events may have been missed): answers of it are stale."""
+        self.generation += 1
+        self._changed()
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (cheap, synchronous) whenever what a search sees may have changed."""
@@ -170,16 +173,17 @@ class MembershipFeed:
     """Keeps a :class:`Membership` current: events as they come, and the registry's list
     at start and every ``refresh_s`` (which heals any event missed)."""
 
-    def __init__(self, bus: Bus, names: Names, membership: Membership, registry: RpcClient,
-                 refresh_s: float) -> None:
-        self.bus = bus
-        self.names = names
+    def __init__(self, membership: Membership, registry: RpcClient, refresh_s: float) -> None:
+        self.bus = bus = registry.bus
+        self.names = registry.names
         self.membership = membership
         self.registry = registry
         self.refresh_s = refresh_s
         self._refresher: asyncio.Task | None = None
         # Set once the registry's list has been read at least once.
         self.loaded = asyncio.Event()
+        # Events missed while the connection was down may change what a search sees.
+        bus.on_connection_lost(membership.invalidate)
 
     async def start(self) -> None:
         """Subscribe first, then read the list, so no event falls in between."""

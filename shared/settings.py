@@ -106,16 +106,21 @@ class BaseGridSettings(BaseSettings):
         return _broker_user(self.amqp_urls[0])
 
 
-class CachingSettings(BaseGridSettings):
+class MembershipSettings(BaseGridSettings):
+    """What the processes that follow the membership share (API, search worker, bridge)."""
+
+    # How often the node list is re-read from the registry, to heal any
+    # membership event missed.
+    membership_refresh_s: float = Field(default=30.0, gt=0)
+
+
+class CachingSettings(MembershipSettings):
     """What the processes that cache search answers share (the API and the search worker)."""
 
     # Answer a repeated search from memory while every live node announces the same
     # inventory version and the live set is unchanged.
     search_cache: bool = True
     search_cache_entries: int = Field(default=4096, ge=1)
-    # How often the node list is re-read from the registry, to heal any
-    # membership event missed.
-    membership_refresh_s: float = Field(default=30.0, gt=0)
 
 
 class ApiSettings(CachingSettings):
@@ -174,7 +179,7 @@ class SearchSettings(CachingSettings):
     search_index: bool = True
 
 
-class BridgeSettings(BaseGridSettings):
+class BridgeSettings(MembershipSettings):
     """The HTTP bridge: answers broadcasts for registered nodes that speak only HTTP."""
 
     # The name bridged heartbeats carry (Heartbeat.bridge); unset: "bridge-<host>-<pid>".
@@ -189,7 +194,6 @@ class BridgeSettings(BaseGridSettings):
     bridge_max_answer_bytes: int = Field(default=1024 * 1024, gt=0)
     # Broadcasts one bridge holds at once; the rest wait for it or go to another bridge.
     prefetch: int = Field(default=32, ge=1)
-    membership_refresh_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 
 import orjson
 
+from localbroker import free_ports
 from services.node.httpnode import HttpNodeApp
 
 
@@ -42,9 +42,7 @@ class SilentServer:
 
 def free_port() -> int:
     """A loopback port nothing listens on (as long as nobody takes it meanwhile)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def closed_port_url() -> str:

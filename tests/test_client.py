@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from services.client import (
     UnexpectedAnswer,
 )
 from tests.harness import ROOT, WAIT_S, Gateway, Harness, eventually
+from tests.http_stubs import free_port
 
 EXAMPLES = Path(ROOT) / "examples"
 TOKEN = "s3cret-t0ken"
@@ -174,12 +174,6 @@ async def test_no_search_worker_is_unavailable(kind: str, harness: Harness) -> N
         await Client(kind, gateway.api.url)("available_models")
     assert (unavailable.value.status, unavailable.value.message) == (
         503, "No search worker is running; try again shortly.")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def feed(membership: Membership, versions: dict[str, str | None]) -> None:
 def near_cache(clock: Clock, versions: dict[str, str | None]) -> NearCache:
     settings = ApiSettings()
     bus = Bus(settings, "test")  # never connected: only the cache's logic runs
-    near = NearCache(settings, bus, Names("t"), RpcClient(bus, Names("t"), "api"))
+    near = NearCache(settings, RpcClient(bus, Names("t"), "api"))
     near.membership = view(clock, versions)
     return near
 

@@ -99,7 +99,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     metrics = CollectorRegistry()
     gateway = Gateway(settings, metrics)
-    board = status.StatusBoard(gateway, settings)
+    board = status.StatusBoard(gateway)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

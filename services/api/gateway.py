@@ -57,8 +57,7 @@ class Gateway:
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-api")
         self.rpc = RpcClient(self.bus, self.names, "api")
-        self.near = (NearCache(settings, self.bus, self.names, self.rpc)
-                     if settings.search_cache else None)
+        self.near = NearCache(settings, self.rpc) if settings.search_cache else None
         self.consumers: dict[str, int] = {}
         # Counts seen on a lost connection say nothing about the next one: until
         # the watch has counted again, /readyz is not ready.

@@ -12,24 +12,19 @@ generation on and drops every answer kept.
 from __future__ import annotations
 
 from shared.answers import AnswerCache
-from shared.bus import Bus
 from shared.contracts import SearchResult
 from shared.membership import Membership, MembershipFeed
 from shared.rpc import RpcClient
 from shared.settings import ApiSettings
-from shared.topology import Names
 
 
 class NearCache:
     """Search answers kept in the API process, valid while its view of the network agrees."""
 
-    def __init__(self, settings: ApiSettings, bus: Bus, names: Names, rpc: RpcClient) -> None:
+    def __init__(self, settings: ApiSettings, rpc: RpcClient) -> None:
         self.membership = Membership(settings.node_ttl_s)
-        self.feed = MembershipFeed(bus, names, self.membership, rpc,
-                                   settings.membership_refresh_s)
+        self.feed = MembershipFeed(self.membership, rpc, settings.membership_refresh_s)
         self.answers = AnswerCache(settings.search_cache_entries)
-        # Answers from before a lost connection may miss what happened meanwhile.
-        bus.on_connection_lost(self.forget)
 
     async def start(self) -> None:
         await self.feed.start()
@@ -54,4 +49,5 @@ class NearCache:
             self.answers.put(key, generation, result)
 
     def forget(self) -> None:
-        self.membership.generation += 1
+        """Drop every answer kept (the feed does so when the connection drops)."""
+        self.membership.invalidate()

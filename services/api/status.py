@@ -36,7 +36,6 @@ from shared.contracts import (
     SearchResult,
 )
 from shared.errors import GridError
-from shared.settings import ApiSettings
 
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_PATH = "/static/status.js"
@@ -129,9 +128,9 @@ async def _attempt(call: Awaitable[T]) -> T | GridError:
 class StatusBoard:
     """Takes looks at the network for the status page, at most one per ``status_cache_s``."""
 
-    def __init__(self, gateway: Gateway, settings: ApiSettings) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.settings = settings
+        self.settings = gateway.settings
         self.looks_taken = 0
         self._last: Look | None = None
         self._taking: asyncio.Task[Look] | None = None

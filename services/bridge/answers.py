@@ -17,6 +17,7 @@ Anything else in a 2xx answer (not JSON, another shape) is :class:`Malformed`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -41,6 +42,11 @@ class NodeCall:
 
     def url(self, address: str) -> str:
         return address.rstrip("/") + self.path
+
+    @cached_property
+    def content(self) -> bytes | None:
+        """The body as sent, encoded once however many nodes it goes to."""
+        return None if self.body is None else orjson.dumps(self.body)
 
 
 MODELS = NodeCall("GET", "/models/")
@@ -114,7 +120,6 @@ def _encrypted(payload: Any) -> EncryptedModelHosts | None:
     if not {"workers", "crypto_provider"} <= payload.keys():
         return None
     try:
-        return EncryptedModelHosts.model_validate(
-            {"workers": payload["workers"], "crypto_provider": payload["crypto_provider"]})
+        return EncryptedModelHosts.model_validate(payload)  # other keys are ignored
     except ValidationError:
         raise Malformed("workers or crypto_provider of the wrong shape") from None

@@ -11,7 +11,6 @@ import asyncio
 import time
 
 import aiohttp
-import orjson
 
 from services.bridge import metrics as outcomes
 from services.bridge.answers import Malformed, NodeCall, answered_ok, call_for, reply_for
@@ -45,10 +44,13 @@ class NodeCaller:
         if self.session is not None:
             await self.session.close()
 
-    async def ask(self, node_id: str, address: str, query: NodeQuery,
-                  within_s: float) -> NodeReply | None:
-        """The node's answer to ``query`` as a NodeReply, None without a valid one in time."""
-        call = call_for(query)
+    async def ask(self, node_id: str, address: str, query: NodeQuery, within_s: float,
+                  call: NodeCall | None = None) -> NodeReply | None:
+        """The node's answer to ``query`` as a NodeReply, None without a valid one in time.
+
+        ``call`` is ``call_for(query)``, made once by a caller asking many nodes.
+        """
+        call = call or call_for(query)
         started = time.perf_counter()
         outcome, reply = outcomes.OK, None
         try:
@@ -64,7 +66,7 @@ class NodeCaller:
 
     async def fetch(self, call: NodeCall, address: str, within_s: float) -> tuple[int, bytes]:
         """Status and body of one call, the whole of it within ``within_s`` (and the cap)."""
-        content = None if call.body is None else orjson.dumps(call.body)
+        content = call.content
         async with asyncio.timeout(max(min(within_s, self.cap_s), 0.001)):
             async with self.session.request(call.method, call.url(address), data=content,
                                             headers=JSON_HEADERS if content else None,

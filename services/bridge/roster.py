@@ -30,16 +30,18 @@ class Roster:
 
     def bridged(self) -> dict[str, str]:
         """Nodes to speak for (id -> address), live or not: probes try them all."""
-        member = self.membership
-        return {node_id: address for node_id, address in member.addresses.items()
-                if speaks_http(address) and not member.speaks_for_itself(node_id)
-                and member.known_for(node_id) >= self.settle_s}
+        return {node_id: address for node_id, address in self.membership.addresses.items()
+                if self._speaks_for(node_id, address)}
 
     def answering(self) -> dict[str, str]:
         """Bridged nodes heard within the TTL: those a search waits for, so a broadcast calls."""
-        is_live = self.membership.liveness.is_live
-        return {node_id: address for node_id, address in self.bridged().items()
-                if is_live(node_id)}
+        return {node_id: address for node_id, address in self.membership.expected().items()
+                if self._speaks_for(node_id, address)}
+
+    def _speaks_for(self, node_id: str, address: str) -> bool:
+        member = self.membership
+        return (speaks_http(address) and not member.speaks_for_itself(node_id)
+                and member.known_for(node_id) >= self.settle_s)
 
     def beat_due(self, node_id: str, interval_s: float) -> bool:
         """True when no heartbeat for the node (from any bridge) was heard for ``interval_s``."""

@@ -20,7 +20,9 @@ import socket
 import time
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from pamqp.commands import Basic
 
+from services.bridge.answers import NodeCall, call_for
 from services.bridge.caller import NodeCaller
 from services.bridge.metrics import BridgeMetrics
 from services.bridge.roster import Roster
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 REPLY_ALLOWANCE_S = 0.01
 # How long a new node is left alone, in heartbeat intervals, to hear it if it speaks itself.
 SETTLE_HEARTBEATS = 1.5
+# What a probe asks an idle node (GET /models/).
+PROBE = NodeQuery(op="list_models")
 
 
 class BridgeWorker:
@@ -51,8 +55,7 @@ class BridgeWorker:
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-bridge")
         self.membership = Membership(settings.node_ttl_s)
-        self.feed = MembershipFeed(self.bus, self.names, self.membership,
-                                   RpcClient(self.bus, self.names, "bridge"),
+        self.feed = MembershipFeed(self.membership, RpcClient(self.bus, self.names, "bridge"),
                                    settings.membership_refresh_s)
         self.roster = Roster(self.membership, SETTLE_HEARTBEATS * settings.heartbeat_s)
         self.events = EventPublisher(self.bus, self.names)
@@ -143,21 +146,25 @@ class BridgeWorker:
         except InvalidRequest as exc:
             log.warning("ignored a malformed broadcast", extra={"error": exc.message})
             return "malformed"
-        request_id.set(str((message.headers or {}).get(REQUEST_ID_HEADER, "")))
+        rid = str((message.headers or {}).get(REQUEST_ID_HEADER, ""))
+        request_id.set(rid)
+        # The same for every node of this broadcast: built once.
+        call = call_for(query)
+        properties = reply_properties(message.correlation_id, {REQUEST_ID_HEADER: rid},
+                                      self.bus.user)
         nodes = self.roster.answering()
-        await asyncio.gather(*(self._answer(node_id, address, query, message, within_s)
+        await asyncio.gather(*(self._answer(node_id, address, query, call, within_s,
+                                            message.reply_to, properties)
                                for node_id, address in nodes.items()))
         return "answered"
 
-    async def _answer(self, node_id: str, address: str, query: NodeQuery,
-                      message: AbstractIncomingMessage, within_s: float) -> None:
-        reply = await self.caller.ask(node_id, address, query, within_s)
+    async def _answer(self, node_id: str, address: str, query: NodeQuery, call: NodeCall,
+                      within_s: float, reply_to: str, properties: Basic.Properties) -> None:
+        reply = await self.caller.ask(node_id, address, query, within_s, call)
         if reply is None:
             return
-        properties = reply_properties(message.correlation_id,
-                                      {REQUEST_ID_HEADER: request_id.get()}, self.bus.user)
         try:
-            await self.bus.publish_raw(codec.dumps(reply), message.reply_to, properties)
+            await self.bus.publish_raw(codec.dumps(reply), reply_to, properties)
         except GridError as exc:  # the broker is away: the search's deadline covers it
             log.warning("could not send a reply", extra={"error": exc.message})
             return
@@ -193,8 +200,7 @@ class BridgeWorker:
         """``GET /models/``: any valid answer means the node is alive."""
         try:
             async with self._probe_slots:
-                reply = await self.caller.ask(node_id, address, NodeQuery(op="list_models"),
-                                              self.settings.probe_s)
+                reply = await self.caller.ask(node_id, address, PROBE, self.settings.probe_s)
             if reply is not None:
                 await self._answered(node_id)
         finally:

@@ -34,7 +34,7 @@ import orjson
 import uvicorn
 
 from services.node.inventory import Inventory
-from services.node.sdk import JoinRefused, auth_headers, post_join
+from services.node.sdk import JoinRefused, delete_node, post_join
 from shared.logs import setup_logging
 from shared.settings import NodeSettings
 
@@ -268,9 +268,7 @@ async def join_all(settings: NodeSettings, addresses: dict[str, str]) -> None:
 async def leave_all(settings: NodeSettings, addresses: dict[str, str]) -> None:
     async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=10) as http:
         for node_id, address in addresses.items():
-            body = {"node-id": node_id, "node-address": address}
-            await http.request("DELETE", "/delete-node", json=body,
-                               headers=auth_headers(settings))
+            await delete_node(http, settings, node_id, address)
 
 
 async def serve(args: argparse.Namespace, settings: NodeSettings) -> None:

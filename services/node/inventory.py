@@ -44,14 +44,17 @@ class Inventory(BaseModel):
         wanted = set(tags)
         return any(wanted <= set(tensor.tags) for tensor in self.tensors)
 
-    def answer(self, node_id: str, query: NodeQuery) -> NodeReply:
+    def answer(self, node_id: str, query: NodeQuery, version: str | None = None) -> NodeReply:
+        """The node's reply to ``query``, naming ``version`` (the inventory's, if given)."""
+        return NodeReply(node_id=node_id, version=version, **self._answer_fields(query))
+
+    def _answer_fields(self, query: NodeQuery) -> dict:
         if query.op == "list_models":
-            return NodeReply(node_id=node_id, models=self.models)
+            return {"models": self.models}
         if query.op == "list_tags":
-            return NodeReply(node_id=node_id, tags=self.tags())
+            return {"tags": self.tags()}
         if query.op == "has_model":
-            return NodeReply(node_id=node_id, match=query.model_id in self.models)
+            return {"match": query.model_id in self.models}
         if query.op == "search_tags":
-            return NodeReply(node_id=node_id, match=self.holds_all(query.tags or []))
-        return NodeReply(node_id=node_id,
-                         encrypted=self.encrypted_models.get(query.model_id or ""))
+            return {"match": self.holds_all(query.tags or [])}
+        return {"encrypted": self.encrypted_models.get(query.model_id or "")}

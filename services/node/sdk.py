@@ -69,6 +69,13 @@ async def post_join(http: httpx.AsyncClient, settings: NodeSettings, node_id: st
     return True
 
 
+async def delete_node(http: httpx.AsyncClient, settings: NodeSettings, node_id: str,
+                      address: str) -> None:
+    """DELETE /delete-node on ``http`` (based at the gateway); a 404 means not registered."""
+    body = {"node-id": node_id, "node-address": address}
+    await http.request("DELETE", "/delete-node", json=body, headers=auth_headers(settings))
+
+
 class GridNode:
     """One grid node on the bus. Several nodes may share one :class:`Bus`."""
 
@@ -130,10 +137,8 @@ class GridNode:
 
     async def leave(self) -> None:
         """DELETE /delete-node (a 404 means it was not registered)."""
-        body = {"node-id": self.node_id, "node-address": self.address}
         async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
-            await http.request("DELETE", "/delete-node", json=body,
-                               headers=auth_headers(self.settings))
+            await delete_node(http, self.settings, self.node_id, self.address)
 
     # --- inventory versions ---------------------------------------------------
 

@@ -83,7 +83,7 @@ def _list(index: InventoryIndex, query: SearchRequest, node_id: str,
     if names is None:
         return UNKNOWN
     return True, NodeReply.model_construct(node_id=node_id, version=version,
-                                           **{LISTS[query.op]: sorted(names)})
+                                           **{LISTS[query.op]: list(names)})
 
 
 def _has_model(index: InventoryIndex, query: SearchRequest, node_id: str,

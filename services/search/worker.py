@@ -81,8 +81,7 @@ class SearchWorker:
         self._index_wanted = asyncio.Event()
         self.membership.watch(self._index_wanted.set)
         self._indexer: asyncio.Task | None = None
-        self.feed = MembershipFeed(self.bus, self.names, self.membership, self.registry,
-                                   settings.membership_refresh_s)
+        self.feed = MembershipFeed(self.membership, self.registry, settings.membership_refresh_s)
 
     async def start(self) -> None:
         await self.bus.connect()
@@ -196,8 +195,9 @@ class SearchWorker:
         if ask:
             self._observe(query, result)
         if self.index is not None and query.op in LISTS:
-            for reply in gather.replies.values():
-                self.index.learn(query.op, reply)
+            for node_id, reply in gather.replies.items():
+                if node_id not in gather.derived:  # what the index gave it already knows
+                    self.index.learn(query.op, reply)
         if self.cache is not None:
             result = self._keep(query, generation, state, gather, result)
         return result
