@@ -13,11 +13,11 @@ WORKDIR /app
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin grid
 
-# The dependencies and the packages come from pyproject.toml.
+# The dependencies and the packages come from pyproject.toml (the server extra: every process).
 COPY pyproject.toml ./
 COPY shared/ shared/
 COPY services/ services/
-RUN pip install . \
+RUN pip install ".[server]" \
     && rm -rf build ./*.egg-info
 
 COPY examples/ examples/
