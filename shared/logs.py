@@ -19,6 +19,8 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 REQUEST_ID_HEADER = "x-request-id"
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn's copy of its message with terminal colour codes: noise on a text line.
+_TEXT_HIDDEN = {"color_message"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -53,7 +55,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         clock = time.strftime("%H:%M:%S", time.localtime(record.created))
-        pairs = "".join(f" {key}={value}" for key, value in _fields(record).items())
+        pairs = "".join(f" {key}={value}" for key, value in _fields(record).items()
+                        if key not in _TEXT_HIDDEN)
         line = (f"{clock}.{int(record.msecs):03d} {record.levelname:<5} {record.name}: "
                 f"{record.getMessage()}{pairs}")
         if record.exc_info:

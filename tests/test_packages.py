@@ -15,10 +15,15 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
+from importlib.metadata import version
+from itertools import chain
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.harness import ROOT, Gateway, Harness, eventually
 
@@ -150,3 +155,30 @@ async def test_an_installed_node_and_client_work_against_the_gateway(
         assert await asyncio.wait_for(node.wait(), 30) == 0
     # --leave: the node deleted itself from the gateway on the way out.
     assert await nodes(installs["client"], url) == []
+
+
+def locked() -> dict[str, str]:
+    """Each package of requirements.lock and its pinned version."""
+    pins = {}
+    for line in (Path(ROOT) / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            requirement = Requirement(line.split(" \\")[0].split(" ;")[0])
+            pins[canonicalize_name(requirement.name)] = str(requirement.specifier).lstrip("=")
+    return pins
+
+
+def test_the_lock_pins_every_requirement_as_installed() -> None:
+    project = tomllib.loads((Path(ROOT) / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *chain(*project["optional-dependencies"].values())]
+    pins = locked()
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        if name == "grid-gateway":
+            continue
+        assert name in pins, f"{name} is in pyproject.toml but not in requirements.lock"
+        assert requirement.specifier.contains(pins[name]), f"the lock's {name} {pins[name]} " \
+            f"is outside pyproject.toml's {requirement.specifier}: run ./scripts/lock"
+    # The bus reaches into these two: exactly the versions it was written against, installed.
+    for name in ("aiormq", "pamqp"):
+        assert version(name) == pins[name]
