@@ -157,10 +157,10 @@ async def test_an_installed_node_and_client_work_against_the_gateway(
     assert await nodes(installs["client"], url) == []
 
 
-def locked() -> dict[str, str]:
-    """Each package of requirements.lock and its pinned version."""
+def locked(lock: str = "requirements.lock") -> dict[str, str]:
+    """Each package of a lock file and its pinned version."""
     pins = {}
-    for line in (Path(ROOT) / "requirements.lock").read_text().splitlines():
+    for line in (Path(ROOT) / lock).read_text().splitlines():
         if line and not line.startswith((" ", "#")):
             requirement = Requirement(line.split(" \\")[0].split(" ;")[0])
             pins[canonicalize_name(requirement.name)] = str(requirement.specifier).lstrip("=")
@@ -182,3 +182,9 @@ def test_the_lock_pins_every_requirement_as_installed() -> None:
     # The bus reaches into these two: exactly the versions it was written against, installed.
     for name in ("aiormq", "pamqp"):
         assert version(name) == pins[name]
+
+
+def test_the_image_lock_is_the_server_part_of_the_full_lock() -> None:
+    full, server = locked(), locked("requirements-server.lock")
+    assert {"fastapi", "asyncpg", "aiormq"} <= set(server) and "pytest" not in server
+    assert {name: full.get(name) for name in server} == server, "run ./scripts/lock"
