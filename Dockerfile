@@ -13,11 +13,13 @@ WORKDIR /app
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin grid
 
-# The dependencies and the packages come from pyproject.toml.
-COPY pyproject.toml ./
+# The dependencies are the locked versions of the server extra (requirements-server.lock, with
+# hashes: what the test suite ran with); then the project's own packages from pyproject.toml.
+COPY pyproject.toml requirements-server.lock ./
+RUN pip install --require-hashes -r requirements-server.lock
 COPY shared/ shared/
 COPY services/ services/
-RUN pip install . \
+RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info
 
 COPY examples/ examples/

@@ -1,4 +1,4 @@
-"""``python -m services.devstack``: the whole gateway on one machine, for trying it out.
+"""``./scripts/run`` (``python -m services.devstack``): the whole gateway on one machine.
 
 Starts the registry (SQLite under ./data), the search worker, the API and
 three demo nodes (examples/alice.json, bob.json, carol.json) as child
@@ -8,6 +8,7 @@ answers, prints the URL, and on Ctrl-C or SIGTERM stops them all in order.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -25,6 +26,26 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_NODES = ("alice", "bob", "carol")
 STOP_GRACE_S = 10.0
 START_TIMEOUT_S = 30.0
+
+
+USAGE_EPILOG = """\
+settings (environment):
+  AMQP_URL         the broker (default amqp://guest:guest@localhost:5672/)
+  GRID_NAMESPACE   names the gateway's queues and its SQLite file (default grid)
+  GRID_API_PORT    the API's port (default 8000)
+  GRID_LOG_FORMAT  text or json (default: text on a terminal, JSON otherwise)
+  every GRID_* setting of the README applies to each process.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """No arguments: ``--help`` prints the usage, anything else is an error."""
+    parser = argparse.ArgumentParser(
+        prog="./scripts/run", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the whole grid gateway on this machine: the registry, the search "
+                    "worker, the API and three demo nodes (alice, bob, carol). Ctrl-C stops it.",
+        epilog=USAGE_EPILOG)
+    return parser.parse_args(argv)
 
 
 def fail(message: str) -> None:
@@ -140,4 +161,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    parse_args()
     sys.exit(asyncio.run(main()))

@@ -37,7 +37,7 @@ async def serve_until_signal(worker: Worker, name: str) -> None:
 
 def run(worker: Worker, name: str, settings: BaseGridSettings) -> None:
     """Entry point of a worker's ``__main__``: uvloop when available, JSON logs."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]

@@ -63,6 +63,11 @@ def check_amqp_urls(value: str) -> str:
     return value
 
 
+def default_database_url(namespace: str) -> str:
+    """The registry's SQLite file for ``namespace``: ``data/registry-<namespace>.sqlite3``."""
+    return "sqlite:///" + str(Path("data") / f"registry-{namespace}.sqlite3")
+
+
 class BaseGridSettings(BaseSettings):
     """What every process on the bus needs: where the broker is and the namespace."""
 
@@ -78,6 +83,8 @@ class BaseGridSettings(BaseSettings):
     )
     namespace: str = Field(default="grid", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     log_level: str = "INFO"
+    # One line per record: "auto" is text on a terminal and JSON otherwise.
+    log_format: Literal["auto", "json", "text"] = "auto"
     connect_timeout_s: float = Field(default=3.0, gt=0)
     heartbeat_s: float = Field(default=5.0, gt=0)
     node_ttl_s: float = Field(default=15.0, gt=0)
@@ -155,12 +162,20 @@ class ApiSettings(CachingSettings):
 class RegistrySettings(BaseGridSettings):
     """The worker that owns the node store."""
 
-    database_url: str = "sqlite:///" + str(Path("data") / "registry.sqlite3")
+    # Default: one SQLite file per namespace under ./data, so that gateways of
+    # different namespaces in one checkout keep separate stores.
+    database_url: str = ""
     # PostgreSQL schema holding the tables (lets test runs share one database).
     database_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     n_replica: int = Field(default=1, ge=1)
     prefetch: int = Field(default=32, ge=1)
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _store_per_namespace(self) -> RegistrySettings:
+        if not self.database_url:
+            self.database_url = default_database_url(self.namespace)
+        return self
 
 
 class SearchSettings(CachingSettings):
@@ -220,13 +235,3 @@ class NodeSettings(BaseGridSettings):
     # Broadcasts older than this are dropped from a node's queue unread.
     node_queue_ttl_s: float = Field(default=10.0, gt=0)
 
-
-class ClientSettings(BaseSettings):
-    """The Python client of the HTTP API (``services.client``): no broker involved."""
-
-    model_config = SettingsConfigDict(env_prefix="GRID_", extra="ignore")
-
-    gateway_url: str = "http://127.0.0.1:8000"
-    # Sent as "Authorization: Bearer <token>" on every request when set.
-    admin_token: Token = None
-    client_timeout_s: float = Field(default=10.0, gt=0)

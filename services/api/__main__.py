@@ -6,5 +6,5 @@ from shared.settings import ApiSettings
 
 if __name__ == "__main__":
     settings = ApiSettings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     serve(settings)

@@ -67,7 +67,7 @@ class ProcessHeader:
 def app_from_environment() -> ASGIApp:
     """The app of one API process, from its environment (uvicorn calls it in each worker)."""
     settings = ApiSettings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return ProcessHeader(create_app(settings))
 
 

@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
                         help="seconds per call (default: GRID_CLIENT_TIMEOUT_S, else 10)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of a table")
-    top = argparse.ArgumentParser(prog="python -m services.client", parents=[common],
+    top = argparse.ArgumentParser(prog="grid", parents=[common],
                                   description="Ask the grid gateway.")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -21,7 +21,7 @@ from services.client.models import (
     NodeAddress,
     NodeMatches,
 )
-from shared.settings import ClientSettings
+from services.client.settings import ClientSettings
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ T = TypeVar("T")
 def http_options(url: str | None, token: str | None, timeout: float | None,
                  settings: ClientSettings | None) -> dict[str, Any]:
     """httpx client arguments: each given value, else the environment's."""
-    settings = settings or ClientSettings()
+    settings = settings or ClientSettings.from_env()
     secret = settings.admin_token.get_secret_value() if settings.admin_token else None
     token = token or secret
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,4 +1,7 @@
-"""``python -m services.node --id ID --address URL --inventory FILE.json``: a demo grid node."""
+"""``grid-node --id ID --address URL --inventory FILE.json``: a demo grid node.
+
+The same as ``python -m services.node``; it needs only the ``node`` extra.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ WATCH_S = 1.0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run a demo grid node serving an inventory file.")
+    parser = argparse.ArgumentParser(prog="grid-node",
+                                     description="Run a demo grid node serving an inventory file.")
     parser.add_argument("--id", required=True, help="node id (letters, digits, ._:@-)")
     parser.add_argument("--address", required=True, help="the node's public URL")
     parser.add_argument("--inventory", required=True, help="inventory JSON file")
@@ -88,7 +92,13 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """``grid-node``: the demo node, configured by its arguments and ``GRID_*``."""
+    args = parse_args()
     settings = NodeSettings()
-    setup_logging(settings.log_level)
-    asyncio.run(serve(parse_args(), settings))
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(args, settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -290,7 +290,7 @@ async def serve(args: argparse.Namespace, settings: NodeSettings) -> None:
 
 if __name__ == "__main__":
     node_settings = NodeSettings()
-    setup_logging(node_settings.log_level)
+    setup_logging(node_settings.log_level, node_settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
