@@ -177,6 +177,11 @@ class SearchSettings(CachingSettings):
     # Keep what versioned nodes said they hold (models, tags), and ask a search only
     # of the nodes whose answer does not follow from it.
     search_index: bool = True
+    # What one node may send (services/search/screen.py): a larger reply is dropped
+    # (the node counts as not answering); a longer list is cut to the cap.
+    max_reply_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_node_models: int = Field(default=10_000, gt=0)
+    max_node_tags: int = Field(default=10_000, gt=0)
 
 
 class BridgeSettings(MembershipSettings):
