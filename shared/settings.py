@@ -92,8 +92,21 @@ class BaseGridSettings(BaseSettings):
     # node) or quorum (replicated across a cluster). Every process of a
     # gateway must agree, since each declares the queues it uses.
     queue_type: Literal["classic", "quorum"] = "classic"
+    # TLS to the broker (amqps:// addresses; see docs/tls.md): the CA that signed the
+    # broker's certificate (unset: the system's CAs), and a client certificate and key
+    # for a broker that asks for one. The same as cafile=, certfile=, keyfile= in the URL.
+    amqp_cafile: Path | None = None
+    amqp_certfile: Path | None = None
+    amqp_keyfile: Path | None = None
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)
+
+    @field_validator("amqp_cafile", "amqp_certfile", "amqp_keyfile")
+    @classmethod
+    def _tls_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @property
     def amqp_urls(self) -> list[str]:
