@@ -160,6 +160,8 @@ class ApiSettings(CachingSettings):
     gateway_address: str | None = Field(default=None, max_length=2048)
     status_cache_s: float = Field(default=2.0, gt=0)
     status_recent_searches: int = Field(default=40, ge=1, le=1000)
+    # The most models (and tags) of one node that /status.json lists; the rest are counted.
+    status_max_names: int = Field(default=100, ge=1)
     # API processes serving one port (uvicorn workers), each with its own
     # broker connection and reply queue.
     api_workers: int = Field(default=1, ge=1)
