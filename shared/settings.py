@@ -32,6 +32,8 @@ def _blank_is_unset(value: Any) -> Any:
 
 # A bearer token; unset when the variable is missing, empty or blank.
 Token = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
+# A file path; unset when the variable is missing, empty or blank.
+OptionalFile = Annotated[Path | None, BeforeValidator(_blank_is_unset)]
 AMQP_SCHEMES = ("amqp", "amqps")
 
 
@@ -95,9 +97,9 @@ class BaseGridSettings(BaseSettings):
     # TLS to the broker (amqps:// addresses; see docs/tls.md): the CA that signed the
     # broker's certificate (unset: the system's CAs), and a client certificate and key
     # for a broker that asks for one. The same as cafile=, certfile=, keyfile= in the URL.
-    amqp_cafile: Path | None = None
-    amqp_certfile: Path | None = None
-    amqp_keyfile: Path | None = None
+    amqp_cafile: OptionalFile = None
+    amqp_certfile: OptionalFile = None
+    amqp_keyfile: OptionalFile = None
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)
 

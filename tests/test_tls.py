@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from localbroker.node import free_ports
 from shared.bus import Bus
 from shared.errors import BusUnavailable
 from shared.settings import BaseGridSettings
+from shared.tls import with_tls_files
 from tests.certs import make_ca, make_server
 from tests.harness import ROOT, Harness, eventually
 from tests.private_broker import PrivateBroker, require_rabbitmq_scripts
@@ -124,3 +126,19 @@ async def worker_without_the_right_ca(tls_broker: TlsBroker, namespace: str, tmp
     return await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "services.registry"], cwd=ROOT, env=env,
         capture_output=True, timeout=FAIL_WITHIN_S)
+
+
+def test_the_tls_settings_fill_every_amqps_address_that_names_no_file_itself() -> None:
+    ca, own = Path("/etc/grid/ca.pem"), "/etc/node/ca.pem"
+    urls = ["amqps://u:p@a:5671/", f"amqps://u:p@b:5671/?cafile={own}", "amqp://u:p@c:5672/"]
+    filled = with_tls_files(urls, {"amqp_cafile": ca, "amqp_certfile": None,
+                                   "amqp_keyfile": None})
+    assert [URL(url).query.get("cafile") for url in filled] == [str(ca), own, None]
+    assert URL(filled[0]).password == "p" and filled[2] == urls[2]
+    assert with_tls_files(urls, {"amqp_cafile": None}) == urls
+
+
+def test_a_tls_file_that_does_not_exist_is_refused_when_the_settings_are_read() -> None:
+    with pytest.raises(ValueError, match="amqp_cafile"):
+        BaseGridSettings(amqp_cafile="/no/such/ca.pem")
+    assert BaseGridSettings(amqp_cafile=" ").amqp_cafile is None  # blank: unset
