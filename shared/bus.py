@@ -31,6 +31,7 @@ from pamqp.commands import Basic
 from shared.errors import BusUnavailable
 from shared.frames import Delivery, DirectHandler, deliver_directly
 from shared.settings import BaseGridSettings
+from shared.tls import QUERY_NAMES, tls_failure, with_tls_files
 from shared.transport import connect_robust
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class Bus:
         # The broker user of this connection; the broker checks it against ``user_id``
         # (read once: every reply of a node carries it).
         self.user = settings.amqp_user
+        # Why the last attempt to connect failed, when TLS was the reason (a setting
+        # to fix, not a broker to wait for); None after a success.
+        self.tls_failure: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -82,16 +86,19 @@ class Bus:
 
         Raises BusUnavailable when none does.
         """
-        urls = self.settings.amqp_urls
+        settings = self.settings
+        urls = with_tls_files(settings.amqp_urls,
+                              {name: getattr(settings, name) for name in QUERY_NAMES})
         try:
             self.connection = await connect_robust(
                 urls, self.client_name, reconnect_interval_s=RECONNECT_INTERVAL_S,
-                timeout_s=self.settings.connect_timeout_s)
+                timeout_s=settings.connect_timeout_s)
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             where = f"any of {len(urls)} addresses" if len(urls) > 1 else "its address"
-            raise BusUnavailable(
-                f"cannot reach the message broker at {where}: {exc or type(exc).__name__}"
-            ) from None
+            self.tls_failure = tls_failure(exc)
+            why = self.tls_failure or exc or type(exc).__name__
+            raise BusUnavailable(f"cannot reach the message broker at {where}: {why}") from None
+        self.tls_failure = None
         self.connection.close_callbacks.add(self._connection_lost)
         # Called once every channel is restored after a reconnect.
         self.connection.reconnect_callbacks.add(self._reconnected)
@@ -112,7 +119,8 @@ class Bus:
                 await self.connect()
                 return
             except BusUnavailable as exc:
-                log.warning("broker unavailable, retrying", extra={"error": exc.message})
+                level = logging.ERROR if self.tls_failure else logging.WARNING
+                log.log(level, "broker unavailable, retrying", extra={"error": exc.message})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

@@ -32,6 +32,8 @@ def _blank_is_unset(value: Any) -> Any:
 
 # A bearer token; unset when the variable is missing, empty or blank.
 Token = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
+# A file path; unset when the variable is missing, empty or blank.
+OptionalFile = Annotated[Path | None, BeforeValidator(_blank_is_unset)]
 AMQP_SCHEMES = ("amqp", "amqps")
 
 
@@ -99,8 +101,21 @@ class BaseGridSettings(BaseSettings):
     # node) or quorum (replicated across a cluster). Every process of a
     # gateway must agree, since each declares the queues it uses.
     queue_type: Literal["classic", "quorum"] = "classic"
+    # TLS to the broker (amqps:// addresses; see docs/tls.md): the CA that signed the
+    # broker's certificate (unset: the system's CAs), and a client certificate and key
+    # for a broker that asks for one. The same as cafile=, certfile=, keyfile= in the URL.
+    amqp_cafile: OptionalFile = None
+    amqp_certfile: OptionalFile = None
+    amqp_keyfile: OptionalFile = None
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)
+
+    @field_validator("amqp_cafile", "amqp_certfile", "amqp_keyfile")
+    @classmethod
+    def _tls_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @property
     def amqp_urls(self) -> list[str]:
@@ -154,6 +169,8 @@ class ApiSettings(CachingSettings):
     gateway_address: str | None = Field(default=None, max_length=2048)
     status_cache_s: float = Field(default=2.0, gt=0)
     status_recent_searches: int = Field(default=40, ge=1, le=1000)
+    # The most models (and tags) of one node that /status.json lists; the rest are counted.
+    status_max_names: int = Field(default=100, ge=1)
     # API processes serving one port (uvicorn workers), each with its own
     # broker connection and reply queue.
     api_workers: int = Field(default=1, ge=1)
@@ -192,6 +209,11 @@ class SearchSettings(CachingSettings):
     # Keep what versioned nodes said they hold (models, tags), and ask a search only
     # of the nodes whose answer does not follow from it.
     search_index: bool = True
+    # What one node may send (services/search/screen.py): a larger reply is dropped
+    # (the node counts as not answering); a longer list is cut to the cap.
+    max_reply_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_node_models: int = Field(default=10_000, gt=0)
+    max_node_tags: int = Field(default=10_000, gt=0)
 
 
 class BridgeSettings(MembershipSettings):

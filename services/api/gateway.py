@@ -125,7 +125,7 @@ class Gateway:
     def readiness(self) -> str | None:
         """None when ready, else the reason it is not."""
         if not self.bus.ready:
-            return "the message broker is unreachable"
+            return self.bus.tls_failure or "the message broker is unreachable"
         for queue in self.names.work_queues():
             if self.consumers.get(queue, 0) == 0:
                 return f"no worker consumes {queue}"

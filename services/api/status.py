@@ -56,6 +56,10 @@ class NodeView(BaseModel):
     # None: the node did not answer the status page's search (offline, or too slow).
     models: list[str] | None
     tags: list[str] | None
+    # How many names the node answered; the lists above hold at most
+    # GRID_STATUS_MAX_NAMES of them (the first by name).
+    models_total: int | None = None
+    tags_total: int | None = None
 
 
 class NodesView(BaseModel):
@@ -189,7 +193,7 @@ class StatusBoard:
             refreshed_s_ago=round(time.monotonic() - look.at, 2),
             refresh_s=settings.status_cache_s,
             readiness=self._readiness(),
-            nodes=_nodes_view(look),
+            nodes=_nodes_view(look, settings.status_max_names),
             inventory=_inventory_view(look),
             recent_searches=self._recent(),
         )
@@ -208,25 +212,37 @@ class StatusBoard:
                 for record in reversed(self.gateway.recent_searches)]
 
 
-def _nodes_view(look: Look) -> NodesView:
+def _nodes_view(look: Look, limit: int) -> NodesView:
     if isinstance(look.nodes, GridError):
         return NodesView(live=[], offline=[], error=look.nodes.message)
     age = time.monotonic() - look.at
     nodes = sorted(look.nodes.nodes, key=lambda node: node.node_id)
-    return NodesView(live=[_node_view(node, look, age) for node in nodes if node.live],
-                     offline=[_node_view(node, look, age) for node in nodes if not node.live],
+    return NodesView(live=[_node_view(node, look, age, limit) for node in nodes if node.live],
+                     offline=[_node_view(node, look, age, limit)
+                              for node in nodes if not node.live],
                      error=None)
 
 
-def _node_view(node: NodeRecord, look: Look, age: float) -> NodeView:
+def _node_view(node: NodeRecord, look: Look, age: float, limit: int) -> NodeView:
     def names(result: SearchResult | GridError) -> list[str] | None:
         if not node.live or isinstance(result, GridError):
             return None
         return result.by_node.get(node.node_id)
 
     seen = None if node.heartbeat_age_s is None else round(node.heartbeat_age_s + age, 1)
+    models, tags = names(look.models), names(look.tags)
     return NodeView(node_id=node.node_id, node_address=node.node_address, last_seen_s=seen,
-                    models=names(look.models), tags=names(look.tags))
+                    models=_first(models, limit), tags=_first(tags, limit),
+                    models_total=_total(models), tags_total=_total(tags))
+
+
+def _first(names: list[str] | None, limit: int) -> list[str] | None:
+    """At most ``limit`` names: one node with a huge inventory must not swell the page."""
+    return names if names is None or len(names) <= limit else names[:limit]
+
+
+def _total(names: list[str] | None) -> int | None:
+    return None if names is None else len(names)
 
 
 def _inventory_view(look: Look) -> InventoryView:

@@ -19,8 +19,12 @@ class SearchMetrics(WorkerMetrics):
                              "Nodes asked, answered, and timed out across searches.",
                              ["outcome"], registry=self.registry)
         self.replies_dropped = Counter("grid_search_replies_dropped_total",
-                                       "Node replies ignored: late, malformed or unexpected.",
+                                       "Node replies ignored: late, malformed, oversized, "
+                                       "from an impostor, or unexpected.",
                                        ["reason"], registry=self.registry)
+        self.capped = Counter("grid_search_lists_capped_total",
+                              "Node replies whose models or tags list was cut to its cap.",
+                              ["list"], registry=self.registry)
         self.coalesced = Counter("grid_search_coalesced_total",
                                  "Searches answered by an identical search already in flight.",
                                  registry=self.registry)

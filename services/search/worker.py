@@ -24,6 +24,7 @@ from services.search.budget import QueryBudget
 from services.search.gather import Gather, aggregate
 from services.search.index import LISTS, InventoryIndex
 from services.search.metrics import SearchMetrics
+from services.search.screen import ReplyScreen
 from shared import codec
 from shared.answers import AnswerCache
 from shared.bus import Bus, deadline_after
@@ -68,6 +69,7 @@ class SearchWorker:
         self.membership = Membership(settings.node_ttl_s)
         self.registry = RpcClient(self.bus, self.names, "search")
         self.metrics = SearchMetrics()
+        self.screen = ReplyScreen(settings, self.metrics.capped)
         self.server = RpcServer(self.bus, self.names, self.names.search_queue,
                                 {SEARCH: Operation(SearchRequest, self.search)},
                                 prefetch=settings.prefetch)
@@ -268,8 +270,12 @@ class SearchWorker:
                 "op": query.op, "asked": result.asked, "answered": result.answered})
 
     def _on_node_reply(self, message: Delivery) -> None:
+        if self.screen.oversized(message):
+            self.metrics.replies_dropped.labels("oversized").inc()
+            return
         gather = self._gathers.get(message.correlation_id or "")
-        if gather is None:
+        verify = self.settings.verify_node_user
+        if gather is None and not verify:
             self.metrics.replies_dropped.labels("late").inc()
             return
         try:
@@ -277,8 +283,12 @@ class SearchWorker:
         except (ValidationError, ValueError):
             self.metrics.replies_dropped.labels("malformed").inc()
             return
-        if self.settings.verify_node_user and message.user_id != reply.node_id:
+        # Checked before lateness: an impostor is one however late it comes.
+        if verify and message.user_id != reply.node_id:
             self.metrics.replies_dropped.labels("impostor").inc()
             return
-        if not gather.add(reply) and reply.node_id not in gather.derived:
+        if gather is None:
+            self.metrics.replies_dropped.labels("late").inc()
+            return
+        if not gather.add(self.screen.cap(reply)) and reply.node_id not in gather.derived:
             self.metrics.replies_dropped.labels("unexpected").inc()

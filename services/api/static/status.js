@@ -33,7 +33,7 @@ function fill(sectionId, rows, emptyText, columns) {
   if (count) count.textContent = "(" + rows.length + ")";
 }
 
-function chips(names, missing) {
+function chips(names, missing, total) {
   const td = el("td");
   if (names === null) {
     td.appendChild(el("span", missing, "muted"));
@@ -41,6 +41,9 @@ function chips(names, missing) {
   }
   if (names.length === 0) td.appendChild(el("span", "none", "muted"));
   for (const name of names) td.appendChild(el("span", name, "chip"));
+  // The server lists a node's first names only (GRID_STATUS_MAX_NAMES); say how many more.
+  if (total > names.length) td.appendChild(el("span", " and " + (total - names.length) +
+                                              " more", "muted"));
   return td;
 }
 
@@ -94,7 +97,7 @@ function renderNodes(nodes, inventory) {
   const live = nodes.live.map((node) => row([
     el("td", node.node_id, "mono"), el("td", node.node_address, "mono"),
     el("td", age(node.last_seen_s), "num"),
-    chips(node.models, missing), chips(node.tags, missing),
+    chips(node.models, missing, node.models_total), chips(node.tags, missing, node.tags_total),
   ], { "data-node-id": node.node_id }));
   const note = nodes.error !== null ? "The registry cannot list the nodes: " + nodes.error
     : inventory.error !== null ? "Models and tags unavailable: " + inventory.error
