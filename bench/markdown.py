@@ -1,4 +1,4 @@
-"""``python -m bench.markdown RESULTS.json``: a benchmark run as the README's Markdown table."""
+"""``python -m bench.markdown RESULTS.json``: a benchmark run as docs/performance.md's table."""
 
 from __future__ import annotations
 
