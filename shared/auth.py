@@ -36,6 +36,18 @@ def reply_exchange(headers: dict | None) -> str:
     return name if isinstance(name, str) else ""
 
 
+def stamp(settings: BaseGridSettings) -> str | None:
+    """The ``user_id`` a gateway process sets on what it publishes: its broker user.
+
+    Set in either mode, so that a worker in secure mode can trust requests from
+    every gateway process. None when the user is not in the URL (a client
+    certificate login, ``auth=external``): the broker names that user.
+    """
+    if "auth=external" in settings.amqp_url.lower():
+        return None
+    return settings.amqp_user
+
+
 def new_token() -> str:
     """A fresh node token (256 random bits, URL-safe)."""
     return secrets.token_urlsafe(32)

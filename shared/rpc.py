@@ -24,7 +24,7 @@ from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from shared import codec
-from shared.auth import RequestGate
+from shared.auth import RequestGate, stamp
 from shared.bus import Bus, deadline_after
 from shared.errors import (
     BusUnavailable,
@@ -112,7 +112,7 @@ class RpcClient:
         self.stray_replies = 0
         # Secure mode: requests carry this process's user; replies count only from the gateway's.
         self.gate = RequestGate(bus.settings)
-        self.user_id = bus.user if self.gate.on else None
+        self.user_id = stamp(bus.settings)
         self.observe: Callable[[str, str, float], None] | None = None
         bus.on_connection_lost(self._fail_pending)
 
@@ -225,7 +225,7 @@ class RpcServer:
         # Requests dead-lettered unanswered: their sender is not one of the gateway's users.
         self.refused = 0
         self.gate = RequestGate(bus.settings)
-        self._user_id = bus.user if self.gate.on else None
+        self._user_id = stamp(bus.settings)
         self.observe: Callable[[str, str, float], None] | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
