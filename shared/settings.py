@@ -235,6 +235,11 @@ class BridgeSettings(MembershipSettings):
     shutdown_grace_s: float = Field(default=5.0, gt=0)
 
     @property
+    def bridge_user_set(self) -> frozenset[str]:
+        """A bridge counts its own user (and its peers') as a bridge's."""
+        return super().bridge_user_set | {self.amqp_user}
+
+    @property
     def probe_s(self) -> float:
         return self.bridge_probe_s or self.heartbeat_s
 

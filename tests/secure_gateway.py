@@ -54,9 +54,12 @@ class Secure:
         """A node id of this test's own (broker users are shared by the module's tests)."""
         return f"{name}-{self.suffix}"
 
-    async def start(self, **api: object) -> Gateway:
+    async def start(self, workers: dict | None = None, **api: object) -> Gateway:
+        """API, registry and search worker (``workers``: settings of both workers)."""
+        workers = {**FAST, **(workers or {})}
         self.gateway = await self.harness.gateway(
-            registry=FAST, search={**FAST, "search_timeout_s": 1.0}, admin_token=ADMIN, **api)
+            registry=workers, search={**workers, "search_timeout_s": 1.0},
+            **{"admin_token": ADMIN, **api})
         self.operator = AsyncGridClient(self.gateway.api.url, token=ADMIN)
         self.harness._stoppers.append(self.operator.aclose)
         return self.gateway

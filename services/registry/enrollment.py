@@ -57,7 +57,9 @@ def bridge_grant(namespace: str) -> Grant:
     """What an HTTP bridge may do: its queue, its reply queue, the node list, replies and
     heartbeats (the gateway counts them only for nodes enrolled --bridged)."""
     ns = re.escape(namespace)
-    own = rf"{ns}\.bridge|{ns}\.reply\.bridge\..*|amq\.gen-.*"
+    # amq.gen-* / amq_*: the private, exclusive queue that follows the events exchange
+    # (named by the broker, or by aio-pika); exclusive, so no other connection can use one.
+    own = rf"{ns}\.bridge|{ns}\.reply\.bridge\..*|amq\.gen-.*|amq_.*"
     return Grant(configure=rf"^({own})$",
                  write=rf"^({own}|{ns}\.replies|{ns}\.events|amq\.default)$",
                  read=rf"^({own}|{ns}\.broadcast|{ns}\.events)$",
