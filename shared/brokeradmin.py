@@ -54,6 +54,14 @@ class BrokerAdmin:
                 f"{response.status_code} {response.text[:200]}")
         return response
 
+    async def user_tags(self, user: str) -> list[str] | None:
+        """The user's management tags (``administrator``...), None if there is no such user."""
+        response = await self._call("GET", f"/users/{_segment(user)}", missing_ok=True)
+        if response.status_code == 404:
+            return None
+        tags = response.json().get("tags", [])
+        return tags.split(",") if isinstance(tags, str) else list(tags)
+
     async def put_user(self, user: str, password: str) -> None:
         """Create the user, or set a new password (rotation); no management tags."""
         await self._call("PUT", f"/users/{_segment(user)}", {"password": password, "tags": ""})

@@ -164,7 +164,7 @@ def test_speaks_http() -> None:
 
 
 def test_bridge_runs_in_secure_mode_under_either_name() -> None:
-    # It answers only for nodes enrolled --bridged there (tests/test_enrollment.py).
+    # It answers only for nodes enrolled --bridged there (tests/secure/test_enrollment.py).
     assert BridgeSettings(verify_node_user=True).node_auth
     assert BridgeSettings(GRID_NODE_AUTH=True).node_auth
 

@@ -27,7 +27,13 @@ from shared.contracts import (
     EnrollRequest,
     RevokeRequest,
 )
-from shared.errors import BrokerAdminUnavailable, Forbidden, NotFound, Unauthorized
+from shared.errors import (
+    BrokerAdminUnavailable,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+)
 from shared.settings import RegistrySettings, split_amqp_urls
 
 if TYPE_CHECKING:
@@ -96,6 +102,7 @@ class Enrollment:
         password = secrets.token_urlsafe(24)
         admin = self._admin()
         try:
+            await self._may_manage(admin, user)
             await admin.put_user(user, password)
             await admin.set_permissions(user, grant.configure, grant.write, grant.read)
             await admin.set_topic_permissions(user, f"{self.settings.namespace}.events",
@@ -105,6 +112,15 @@ class Enrollment:
             await admin.close()
         base = self.settings.node_amqp_url or self.settings.amqp_url
         return url_for_user(base, user, password)
+
+    async def _may_manage(self, admin: BrokerAdmin, user: str) -> None:
+        """Never touch a user that is not a node's or a bridge's: the gateway's own, or any
+        user with management tags (the operator's), would be taken over or locked out."""
+        if user in self.settings.gateway_user_set:
+            raise InvalidRequest(f"{user} is one of the gateway's own broker users")
+        tags = await admin.user_tags(user)
+        if tags and any(tag.strip() for tag in tags):
+            raise InvalidRequest(f"{user} is an existing broker user with management tags")
 
     async def enroll(self, request: EnrollRequest) -> Enrolled:
         node_id = request.node_id
@@ -121,7 +137,12 @@ class Enrollment:
         return Enrolled(node_id=request.user, amqp_url=amqp_url, token="")
 
     async def revoke(self, request: RevokeRequest) -> Done:
-        """Broker user first: once it is gone, nothing the node holds works any more."""
+        """Broker user first: once it is gone, nothing the node holds works any more.
+
+        Only an enrolled node is revoked: no other broker user is ever deleted.
+        """
+        if request.node_id not in {row.node_id for row in await self.store.enrolled()}:
+            raise NotFound(f"node {request.node_id} is not enrolled")
         admin = self._admin()
         try:
             await admin.delete_user(request.node_id)

@@ -1,6 +1,6 @@
 """A hostile node in secure mode: everything mallory tries is refused or ignored.
 
-A private broker with the management plugin (tests/managed_broker.py); the
+A private broker with the management plugin (tests/secure/managed_broker.py); the
 gateway runs with GRID_NODE_AUTH on, nodes are enrolled through the admin
 routes, and mallory uses exactly the credentials her enrollment gave her.
 Each attempt is refused by the broker (the channel is closed with
@@ -10,8 +10,7 @@ alice is still registered and answering, and the gateway keeps serving.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
@@ -31,25 +30,12 @@ from shared.contracts import (
     SearchRequest,
 )
 from tests.harness import eventually
-from tests.managed_broker import ManagedBroker
-from tests.secure_gateway import ADMIN, Secure, secure_harness, start_managed_broker
+from tests.secure.gateway import ADMIN, Secure
 
 ALICE = {"models": ["alice-model"], "tensors": [{"id": "a1", "tags": ["#alice"]}]}
 MALLORY = {"models": ["mallory-model"]}
 REFUSED = (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelPreconditionFailed)
 Attempt = Callable[[AbstractChannel], Awaitable[object]]
-
-
-@pytest.fixture(scope="module")
-def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedBroker]:
-    yield from start_managed_broker(tmp_path_factory.mktemp("managed-broker"))
-
-
-@pytest.fixture(name="secure")
-async def secure_gateway(managed_broker: ManagedBroker, tmp_path: Path
-                         ) -> AsyncIterator[Secure]:
-    async for value in secure_harness(managed_broker, tmp_path):
-        yield value
 
 
 async def refused(connection: aio_pika.abc.AbstractConnection, attempt: Attempt,

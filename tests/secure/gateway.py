@@ -19,8 +19,8 @@ from shared.brokeradmin import BrokerAdmin
 from shared.settings import RegistrySettings
 from shared.topology import Names, delete_namespace
 from tests.harness import Gateway, Harness
-from tests.managed_broker import ManagedBroker
 from tests.private_broker import require_rabbitmq_scripts
+from tests.secure.managed_broker import ManagedBroker
 
 ADMIN = "operator-s3cret"
 FAST = {"node_ttl_s": 2.0, "heartbeat_s": 0.3}

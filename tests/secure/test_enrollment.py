@@ -1,6 +1,6 @@
 """Enrollment: ``python -m services.admin`` and the admin routes, the store, the bridge.
 
-On a private broker with the management plugin (tests/managed_broker.py),
+On a private broker with the management plugin (tests/secure/managed_broker.py),
 every gateway process in secure mode. The store's enrollment table is tested
 on SQLite and PostgreSQL from the same code.
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -23,23 +21,10 @@ from services.registry.store import open_store
 from shared.auth import token_hash
 from shared.settings import BridgeSettings
 from tests.harness import ROOT, WAIT_S, eventually
-from tests.managed_broker import ManagedBroker
-from tests.secure_gateway import ADMIN, FAST, Secure, secure_harness, start_managed_broker
+from tests.secure.gateway import ADMIN, FAST, Secure
 
 ALICE = {"models": ["alice-model"], "tensors": [{"id": "a1", "tags": ["#alice"]}]}
 CAROL = {"models": ["carol-model"]}
-
-
-@pytest.fixture(scope="module")
-def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedBroker]:
-    yield from start_managed_broker(tmp_path_factory.mktemp("managed-broker"))
-
-
-@pytest.fixture(name="secure")
-async def secure_gateway(managed_broker: ManagedBroker, tmp_path: Path
-                         ) -> AsyncIterator[Secure]:
-    async for value in secure_harness(managed_broker, tmp_path):
-        yield value
 
 
 async def admin_cli(secure: Secure, *args: str) -> tuple[int, str, str]:
@@ -110,6 +95,13 @@ async def test_admin_routes_need_the_admin_token(secure: Secure) -> None:
     assert (response.status_code, response.json()) == (400, {"message": "Invalid json fields."})
     response = await client.post("/admin/revoke", json=body, headers=admin)
     assert response.status_code == 404
+    # The gateway's own broker user is never a node's: not taken over, not deleted.
+    response = await client.post("/admin/enroll", json={"node-id": "guest"}, headers=admin)
+    assert (response.status_code, response.json()) == (
+        400, {"message": "guest is one of the gateway's own broker users"})
+    response = await client.post("/admin/revoke", json={"node-id": "guest"}, headers=admin)
+    assert response.status_code == 404
+    await (await aio_pika.connect(secure.broker.url, timeout=5)).close()
     credentials = await secure.operator.enroll(secure.id("x"), "http://x:5000")
     assert credentials.env().splitlines()[0] == f"GRID_NODE_ID={secure.id('x')}"
     nodes = (await client.get("/admin/nodes", headers=admin)).json()["nodes"]
