@@ -15,6 +15,7 @@ import aio_pika
 import pytest
 
 from services.bridge.worker import BridgeWorker
+from services.client import GridClient
 from services.node.httpnode import HttpNodeApp, HttpNodeServer
 from services.node.inventory import Inventory
 from services.registry.store import open_store
@@ -108,6 +109,13 @@ async def test_admin_routes_need_the_admin_token(secure: Secure) -> None:
     assert [(n["node_id"], n["registered"], n["last_heard"]) for n in nodes] == [
         (secure.id("x"), False, None)]
     assert await secure.operator.revoke(secure.id("x")) == "Revoked."
+
+    def with_the_sync_client() -> str:
+        with GridClient(gateway.api.url, token=ADMIN) as grid:
+            grid.enroll(secure.id("y"), bridged=True)
+            return grid.revoke(secure.id("y"))
+
+    assert await asyncio.to_thread(with_the_sync_client) == "Revoked."
 
 
 async def test_admin_routes_are_off_without_an_admin_token(secure: Secure) -> None:
