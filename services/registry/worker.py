@@ -195,6 +195,8 @@ class RegistryWorker:
 
     def _on_event(self, event: MembershipEvent) -> None:
         # Joins and deletes handled by other registry workers.
+        if event.kind == "joined" and event.bridged:
+            self.bridged.add(event.node_id)
         if event.kind == "joined" and event.node_id not in self.registered:
             self._registered(event.node_id, event.node_address)
         elif event.kind == "left":
