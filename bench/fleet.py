@@ -25,7 +25,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 from aiormq.abc import DeliveredMessage
+from pydantic import SecretStr
 
 from bench import inventory as inv
 from bench.wirefleet import WireFleet
@@ -150,6 +152,10 @@ async def run_wire(args: argparse.Namespace, settings: NodeSettings) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def run_sdk(args: argparse.Namespace, settings: NodeSettings) -> AsyncIterator[int]:
+    if settings.node_auth:
+        async with run_enrolled(args, settings) as count:
+            yield count
+        return
     buses = [Bus(settings, f"bench-fleet-{args.first}-{n}") for n in range(args.connections)]
     nodes: list[GridNode] = []
     churn = Churn(nodes, {inv.node_id(i): inv.inventory(i, args.total)
@@ -167,6 +173,35 @@ async def run_sdk(args: argparse.Namespace, settings: NodeSettings) -> AsyncIter
     finally:
         churn.stop()
         await stop_all(nodes, buses)
+
+
+async def enroll(http: httpx.AsyncClient, settings: NodeSettings, index: int) -> NodeSettings:
+    """Enroll node ``index`` through the admin route: its own broker user and token."""
+    response = await http.post("/admin/enroll", json={"node-id": inv.node_id(index)})
+    response.raise_for_status()
+    given = response.json()
+    return settings.model_copy(update={"amqp_url": given["amqp-url"],
+                                       "node_token": SecretStr(given["token"])})
+
+
+@contextlib.asynccontextmanager
+async def run_enrolled(args: argparse.Namespace, settings: NodeSettings) -> AsyncIterator[int]:
+    """Secure mode: every node enrolled, on a connection of its own as its own broker user."""
+    token = settings.admin_token.get_secret_value()
+    nodes: list[GridNode] = []
+    try:
+        async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
+            for index in range(args.first, args.first + args.count):
+                own = await enroll(http, settings, index)
+                node = GridNode(own, inv.node_id(index), inv.node_address(index),
+                                inv.inventory(index, args.total))
+                node.version = None if args.no_versions else node.version
+                nodes.append(node)
+        await start_all(nodes, args.join_concurrency)
+        yield len(nodes)
+    finally:
+        await stop_all(nodes, [])
 
 
 class Churn:

@@ -35,8 +35,10 @@ class ConnectionClosed(ConnectionError):
 class RawClient:
     """One keep-alive HTTP/1.1 connection, one request at a time; reconnects when closed."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         parts = urlsplit(base_url)
+        # Sent on every request when set (the admin token of a secure gateway).
+        self.auth = [b"Authorization: Bearer " + token.encode()] if token else []
         if parts.scheme != "http":
             raise ValueError(f"only http:// URLs are supported, not {base_url!r}")
         self.host = parts.hostname or "127.0.0.1"
@@ -58,7 +60,7 @@ class RawClient:
 
     def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
         head = [f"{method} {self.prefix}{path} HTTP/1.1".encode(), b"Host: " + self.host_header,
-                b"Accept: */*"]
+                b"Accept: */*", *self.auth]
         if body is not None:
             head += [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
         return b"\r\n".join(head) + b"\r\n\r\n" + (body or b"")
@@ -114,9 +116,10 @@ class RawClient:
 class HttpxClient:
     """The same through httpx (one pooled keep-alive connection per client)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self._client = httpx.AsyncClient(
             base_url=base_url, timeout=None,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
 
     async def request(self, method: str, path: str, body: bytes | None) -> Response:
@@ -131,5 +134,5 @@ class HttpxClient:
 CLIENTS = {"raw": RawClient, "httpx": HttpxClient}
 
 
-def make_client(kind: str, base_url: str) -> Client:
-    return CLIENTS[kind](base_url)
+def make_client(kind: str, base_url: str, token: str | None = None) -> Client:
+    return CLIENTS[kind](base_url, token)

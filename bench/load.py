@@ -31,12 +31,14 @@ class LoadSpec:
     nodes: int | None = None  # fleet size, to check answers (None: not checked)
     token: str = "bench"  # makes /join ids unique
     client: str = "raw"
+    # The gateway's admin token (a secure gateway's /join needs it).
+    admin_token: str | None = None
 
 
 class Load:
     def __init__(self, spec: LoadSpec, base_url: str) -> None:
         self.spec = spec
-        self.clients: list[Client] = [make_client(spec.client, base_url)
+        self.clients: list[Client] = [make_client(spec.client, base_url, spec.admin_token)
                                       for _ in range(spec.concurrency)]
         self._numbers = itertools.count()
         self.samples = Samples()

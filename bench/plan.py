@@ -101,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
                         "a broadcast (the search worker cannot cache)")
     p.add_argument("--fleet-client", choices=["wire", "sdk"], default="wire",
                    help="the simulated nodes' AMQP client: bench.wire, or the node SDK")
+    p.add_argument("--secure", metavar="BROKER_ADMIN_URL", default=None,
+                   help="secure mode (GRID_NODE_AUTH): the registry enrolls every simulated "
+                        "node through this management API URL, each node runs with its own "
+                        "broker user and connection; needs --fleet-client sdk")
     p.add_argument("--join-concurrency", type=int, default=8,
                    help="nodes joining at once, per fleet process")
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",

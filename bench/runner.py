@@ -18,7 +18,7 @@ from bench import cpu, report
 from bench.load import Load, LoadSpec
 from bench.plan import RunSpec, Scenario
 from bench.routes import route
-from bench.stack import HttpFleet, LocalStack, StackConfig
+from bench.stack import SECURE_ADMIN_TOKEN, HttpFleet, LocalStack, StackConfig
 from bench.stats import RunResult, percentile, summarise
 from shared.settings import split_amqp_urls
 
@@ -111,7 +111,8 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
         fleet_connections=args.fleet_connections, fleet_client=args.fleet_client,
         fleet_versions=scenario.versions,
         join_concurrency=args.join_concurrency,
-        keep_logs=args.keep_logs, queue_type="quorum" if args.cluster > 1 else None)
+        keep_logs=args.keep_logs, queue_type="quorum" if args.cluster > 1 else None,
+        secure_admin_url=args.secure)
     stack = LocalStack(config)
     session.progress.update(f"[{scenario.label}] starting the gateway and "
                             f"{len(config.fleet_split())} fleet process(es)")
@@ -150,7 +151,8 @@ def _spec(session: Session, target: Target, run: RunSpec) -> LoadSpec:
                     duration_s=run.duration_s, requests=run.requests,
                     warmup_s=session.warmup_s, timeout_s=args.timeout,
                     nodes=target.nodes if target.check else None,
-                    token=secrets.token_hex(4), client=args.client)
+                    token=secrets.token_hex(4), client=args.client,
+                    admin_token=SECURE_ADMIN_TOKEN if args.secure else None)
 
 
 async def measure(session: Session, target: Target, run: RunSpec) -> RunResult:

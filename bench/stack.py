@@ -29,6 +29,9 @@ from shared.settings import BaseGridSettings, split_amqp_urls
 from shared.topology import Names, delete_namespace
 
 log = logging.getLogger("bench")
+# The admin token of a secure gateway (--secure): the load generator's joins and the
+# fleet's enrollments carry it.
+SECURE_ADMIN_TOKEN = f"bench-admin-{secrets.token_hex(8)}"
 NODES_PER_FLEET_PROCESS = 250
 
 
@@ -50,6 +53,8 @@ class StackConfig:
     keep_logs: bool = False
     ready_timeout_s: float = 30.0
     queue_type: str | None = None  # GRID_QUEUE_TYPE for the gateway; None: the environment's
+    # Secure mode: the broker's management API (GRID_BROKER_ADMIN_URL); None: open mode.
+    secure_admin_url: str | None = None
 
     def fleet_split(self) -> list[tuple[int, int]]:
         """(first index, count) of each fleet process."""
@@ -111,6 +116,9 @@ class LocalStack:
     def env(self, port: int) -> dict[str, str]:
         assert self._dir is not None
         queue_type = {"GRID_QUEUE_TYPE": self.config.queue_type} if self.config.queue_type else {}
+        if self.config.secure_admin_url:
+            queue_type.update(GRID_NODE_AUTH="true", GRID_ADMIN_TOKEN=SECURE_ADMIN_TOKEN,
+                              GRID_BROKER_ADMIN_URL=self.config.secure_admin_url)
         return {**os.environ, "AMQP_URL": self.config.amqp_url,
                 "GRID_NAMESPACE": self.namespace, "GRID_LOG_LEVEL": "WARNING",
                 "GRID_DATABASE_URL": f"sqlite:///{self._dir / 'registry.sqlite3'}",

@@ -28,6 +28,11 @@ JOIN = "join"
 DELETE = "delete"
 LIST_NODES = "list"
 CHOOSE_HOSTS = "choose_hosts"
+# Enrollment (registry operations too; secure mode, see docs/security.md).
+ENROLL = "enroll"
+REVOKE = "revoke"
+LIST_ENROLLED = "list_enrolled"
+BRIDGE_USER = "bridge_user"
 # Search operation (AMQP "type" of a request to <ns>.search).
 SEARCH = "search"
 # Node query (AMQP "type" of a broadcast).
@@ -43,16 +48,23 @@ class Contract(BaseModel):
 # --- registry -------------------------------------------------------------
 
 
+# The SHA-256 (hex) of a node token: the token itself never crosses the bus.
+TokenHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 class JoinRequest(Contract):
     node_id: NodeId
     node_address: NodeAddress
     # Makes a redelivered join answer 200 to its own request, not 409.
     request_id: str = Field(min_length=1, max_length=64)
+    # Set when a node token (not the admin token) authorised the call: it must be this node's.
+    token_hash: TokenHash | None = None
 
 
 class DeleteRequest(Contract):
     node_id: NodeId
     node_address: str
+    token_hash: TokenHash | None = None
 
 
 class Done(Contract):
@@ -70,6 +82,8 @@ class NodeRecord(Contract):
     live: bool
     # Seconds since the node was last heard on the bus (None: never).
     heartbeat_age_s: float | None = None
+    # Enrolled as bridged: in secure mode an HTTP bridge may answer for it.
+    bridged: bool = False
 
 
 class NodeList(Contract):
@@ -84,6 +98,49 @@ class HostChoice(Contract):
     hosts: list[NodePair]
 
 
+# --- enrollment ---------------------------------------------------------------
+
+
+class EnrollRequest(Contract):
+    node_id: NodeId
+    node_address: NodeAddress | None = None
+    # An HTTP-only node an HTTP bridge answers for.
+    bridged: bool = False
+
+
+class Enrolled(Contract):
+    """A node's new credentials: shown once, never stored (the token only as its hash)."""
+
+    node_id: str
+    amqp_url: str
+    token: str
+    node_address: str | None = None
+
+
+class RevokeRequest(Contract):
+    node_id: NodeId
+
+
+class EnrolledNode(Contract):
+    node_id: str
+    node_address: str
+    bridged: bool
+    enrolled_at: float
+    # Epoch seconds the registry last heard the node on the bus (None: not since it started).
+    last_heard: float | None = None
+    registered: bool = False
+
+
+class EnrolledList(Contract):
+    nodes: list[EnrolledNode]
+
+
+class BridgeUserRequest(Contract):
+    """Create (or rotate) the broker user of an HTTP bridge."""
+
+    user: NodeId
+
+
 # --- membership events (topic exchange <ns>.events) ----------------------
 
 EventKind = Literal["joined", "left", "offline", "online"]
@@ -93,6 +150,8 @@ class MembershipEvent(Contract):
     kind: EventKind
     node_id: str
     node_address: str = ""
+    # joined: the node was enrolled as bridged (secure mode).
+    bridged: bool = False
 
 
 class Heartbeat(Contract):

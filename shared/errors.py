@@ -68,6 +68,24 @@ class Overloaded(GridError):
     type = "overloaded"
 
 
+class Unauthorized(GridError):
+    """Missing or invalid bearer token."""
+
+    type = "unauthorized"
+
+
+class Forbidden(GridError):
+    """This token may not act for this node id."""
+
+    type = "forbidden"
+
+
+class BrokerAdminUnavailable(GridError):
+    """The broker's management API cannot be reached, or refused the change."""
+
+    type = "broker_admin_unavailable"
+
+
 class RemoteError(GridError):
     """A worker failed in an unexpected way."""
 
@@ -85,6 +103,9 @@ _KNOWN = {
         NoConsumer,
         DeadlineExceeded,
         Overloaded,
+        Unauthorized,
+        Forbidden,
+        BrokerAdminUnavailable,
     )
 }
 

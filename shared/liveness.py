@@ -16,6 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from shared import codec
+from shared.auth import SpeakerCheck
 from shared.bus import Bus
 from shared.contracts import Heartbeat, MembershipEvent
 from shared.errors import InvalidRequest
@@ -75,15 +76,21 @@ HeartbeatHandler = Callable[[Heartbeat], None]
 
 
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
-                           on_heartbeat: HeartbeatHandler) -> None:
+                           on_heartbeat: HeartbeatHandler,
+                           speakers: SpeakerCheck | None = None) -> None:
     """Follow heartbeats and membership events through a private, auto-deleted queue.
 
-    With ``verify_node_user`` set, a heartbeat counts only when the broker-validated
-    ``user_id`` of the message is the node's id (each node has its own broker user).
+    In secure mode (``GRID_NODE_AUTH``), a heartbeat counts only when the
+    broker-validated ``user_id`` of the message is the node's id (each node has
+    its own broker user), or a bridge's user for a bridged node (``speakers``).
     """
-    verify = bus.settings.verify_node_user
+    speakers = speakers or SpeakerCheck(bus.settings)
     channel = await bus.channel(prefetch=256)
-    exchange = await declare_events(channel, names)
+    if speakers.on and bus.user not in bus.settings.gateway_user_set:
+        # A bridge's broker user may not declare the gateway's exchanges: look it up.
+        exchange = await channel.declare_exchange(names.events_exchange, passive=True)
+    else:
+        exchange = await declare_events(channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     # "#", not "*": node ids may contain dots, which split routing-key words.
     await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
@@ -93,7 +100,7 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
         try:
             if message.routing_key and message.routing_key.startswith("heartbeat."):
                 beat = codec.decode(Heartbeat, message.body)
-                if verify and message.user_id != beat.node_id:
+                if not speakers.may_speak_for(message.user_id, beat.node_id):
                     log.warning("ignored a heartbeat from another user",
                                 extra={"node_id": beat.node_id, "user_id": message.user_id})
                     return

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from shared.auth import SpeakerCheck
 from shared.contracts import (
     LIST_NODES,
     Heartbeat,
@@ -61,11 +62,14 @@ class Membership:
         self._versioned = False
         self._state: tuple[int, str | None] = (-1, None)  # (generation, digest)
         self._watchers: list[Callable[[], None]] = []
+        # Nodes enrolled as bridged: in secure mode, a bridge may speak only for these.
+        self.bridged: set[str] = set()
 
     def load(self, records: list[NodeRecord]) -> None:
         """Replace the node list with the registry's, keeping what was heard since."""
         for node_id in set(self.addresses) - {record.node_id for record in records}:
             self._forget(node_id)
+        self.bridged = {record.node_id for record in records if record.bridged}
         for record in records:
             self._register(record.node_id, record.node_address)
             age = record.heartbeat_age_s
@@ -76,6 +80,8 @@ class Membership:
     def on_event(self, event: MembershipEvent) -> None:
         if event.kind == "joined":
             self._register(event.node_id, event.node_address)
+            if event.bridged:
+                self.bridged.add(event.node_id)
         elif event.kind == "left":
             self._forget(event.node_id)
         self._changed()
@@ -163,6 +169,7 @@ class Membership:
 
     def _forget(self, node_id: str) -> None:
         self.addresses.pop(node_id, None)
+        self.bridged.discard(node_id)
         self.versions.pop(node_id, None)
         self._known_since.pop(node_id, None)
         self.liveness.forget(node_id)
@@ -188,7 +195,8 @@ class MembershipFeed:
     async def start(self) -> None:
         """Subscribe first, then read the list, so no event falls in between."""
         await subscribe_events(self.bus, self.names, self.membership.on_event,
-                               self.membership.on_heartbeat)
+                               self.membership.on_heartbeat,
+                               SpeakerCheck(self.bus.settings, lambda: self.membership.bridged))
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def stop(self) -> None:

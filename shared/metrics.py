@@ -25,12 +25,21 @@ class WorkerMetrics:
             ["service"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "grid_worker_refused_requests_total",
+            "Requests dead-lettered unanswered: not from one of the gateway's broker users "
+            "(secure mode).",
+            ["service", "op"],
+            registry=self.registry,
+        )
         self.service = service
 
     def observe_message(self, op: str, outcome: str, seconds: float) -> None:
         self.messages.labels(self.service, op or "-", outcome).observe(seconds)
         if outcome == "poison":
             self.poison.labels(self.service).inc()
+        elif outcome == "refused":
+            self.refused.labels(self.service, op or "-").inc()
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on ``port`` (0: off)."""

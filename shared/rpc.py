@@ -24,6 +24,7 @@ from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from shared import codec
+from shared.auth import RequestGate, stamp
 from shared.bus import Bus, deadline_after
 from shared.errors import (
     BusUnavailable,
@@ -47,10 +48,11 @@ R = TypeVar("R", bound=BaseModel)
 
 
 def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, timeout: float,
-                    headers: dict | None = None) -> aio_pika.Message:
+                    headers: dict | None = None, user_id: str | None = None) -> aio_pika.Message:
     """Build a request with its deadline both as a TTL and as a header."""
     return aio_pika.Message(
         body,
+        user_id=user_id,
         content_type=codec.CONTENT_TYPE,
         type=op,
         correlation_id=correlation_id,
@@ -108,6 +110,9 @@ class RpcClient:
         self.reply_queue_name = names.reply_queue(owner, uuid.uuid4().hex[:12])
         self._pending: dict[str, asyncio.Future[dict]] = {}
         self.stray_replies = 0
+        # Secure mode: requests carry this process's user; replies count only from the gateway's.
+        self.gate = RequestGate(bus.settings)
+        self.user_id = stamp(bus.settings)
         self.observe: Callable[[str, str, float], None] | None = None
         bus.on_connection_lost(self._fail_pending)
 
@@ -140,7 +145,7 @@ class RpcClient:
         self._pending[correlation_id] = future
         headers = {REQUEST_ID_HEADER: request_id.get() or correlation_id}
         message = request_message(body, op, correlation_id, self.reply_queue_name, deadline_s,
-                                  headers)
+                                  headers, self.user_id)
         try:
             async with asyncio.timeout(deadline_s):
                 await self._publish(message, queue)
@@ -169,7 +174,7 @@ class RpcClient:
 
     def _on_reply(self, message: Delivery) -> None:
         future = self._pending.get(message.correlation_id or "")
-        if future is None or future.done():
+        if future is None or future.done() or not self.gate.from_gateway(message.user_id):
             self.stray_replies += 1
             return
         try:
@@ -217,6 +222,10 @@ class RpcServer:
         self.operations = operations
         self.prefetch = prefetch
         self.poison = 0
+        # Requests dead-lettered unanswered: their sender is not one of the gateway's users.
+        self.refused = 0
+        self.gate = RequestGate(bus.settings)
+        self._user_id = stamp(bus.settings)
         self.observe: Callable[[str, str, float], None] | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -270,6 +279,8 @@ class RpcServer:
                                        "ms": round(elapsed * 1000, 2)})
 
     async def _handle(self, message: AbstractIncomingMessage, op: str) -> str:
+        if not self.gate.admits(message.user_id, op):
+            return await self._refuse(message, op)
         if past_deadline(message):
             log.info("dropped a request past its deadline", extra={"op": op})
             await message.ack()
@@ -293,6 +304,14 @@ class RpcServer:
         await message.ack()
         return outcome
 
+    async def _refuse(self, message: AbstractIncomingMessage, op: str) -> str:
+        """Dead-letter a request from outside the gateway: never answered, never acted on."""
+        self.refused += 1
+        log.warning("refused a request from a user outside the gateway",
+                    extra={"queue": self.queue_name, "op": op, "user_id": message.user_id})
+        await message.reject(requeue=False)
+        return "refused"
+
     async def _reject_poison(self, message: AbstractIncomingMessage, exc: InvalidRequest) -> str:
         self.poison += 1
         log.warning("rejected a poison message", extra={"op": message.type, "error": exc.message})
@@ -304,4 +323,5 @@ class RpcServer:
         if not message.reply_to or self.bus.fast is None:
             return
         await self.bus.publish_raw(codec.dumps(reply), message.reply_to,
-                                   reply_properties(message.correlation_id))
+                                   reply_properties(message.correlation_id,
+                                                    user_id=self._user_id))

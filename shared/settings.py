@@ -70,6 +70,10 @@ def default_database_url(namespace: str) -> str:
     return "sqlite:///" + str(Path("data") / f"registry-{namespace}.sqlite3")
 
 
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 class BaseGridSettings(BaseSettings):
     """What every process on the bus needs: where the broker is and the namespace."""
 
@@ -94,9 +98,19 @@ class BaseGridSettings(BaseSettings):
     # 0 turns a worker's own /metrics endpoint off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
-    # Count a node's replies and heartbeats only when their broker-validated
-    # user_id is the node's id (run each node with its own broker user).
-    verify_node_user: bool = False
+    # Secure mode (docs/security.md): workers act only on requests from the
+    # gateway's own broker users, and count a node's replies and heartbeats only
+    # when their broker-validated user_id is the node's id (each node has its own
+    # broker user, made by ``python -m services.admin enroll``).
+    # GRID_VERIFY_NODE_USER is the setting's older name.
+    node_auth: bool = Field(default=False, validation_alias=AliasChoices(
+        "GRID_NODE_AUTH", "GRID_VERIFY_NODE_USER", "node_auth", "verify_node_user"))
+    # Secure mode: the broker users of the gateway's own processes (comma-separated);
+    # unset: the user of this process's AMQP_URL.
+    gateway_users: str | None = None
+    # Secure mode: the broker users of HTTP bridges (comma-separated). They may
+    # read the node list, and answer and heartbeat for nodes enrolled --bridged.
+    bridge_users: str = ""
     # The durable work queues and the dead-letter queue: classic (one broker
     # node) or quorum (replicated across a cluster). Every process of a
     # gateway must agree, since each declares the queues it uses.
@@ -126,6 +140,23 @@ class BaseGridSettings(BaseSettings):
     def amqp_user(self) -> str:
         """The broker user of ``amqp_url``; the broker checks it against ``user_id``."""
         return _broker_user(self.amqp_urls[0])
+
+    @property
+    def verify_node_user(self) -> bool:
+        """The older name of ``node_auth``."""
+        return self.node_auth
+
+    @property
+    def gateway_user_set(self) -> frozenset[str]:
+        """Who may ask the workers anything in secure mode."""
+        if self.gateway_users is None or not self.gateway_users.strip():
+            return frozenset({self.amqp_user})
+        return frozenset(_names(self.gateway_users))
+
+    @property
+    def bridge_user_set(self) -> frozenset[str]:
+        """The broker users of HTTP bridges (secure mode)."""
+        return frozenset(_names(self.bridge_users))
 
 
 class MembershipSettings(BaseGridSettings):
@@ -186,6 +217,14 @@ class RegistrySettings(BaseGridSettings):
     database_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     n_replica: int = Field(default=1, ge=1)
     prefetch: int = Field(default=32, ge=1)
+    # The RabbitMQ management API (http://user:password@host:15672) through which
+    # enroll and revoke create and delete nodes' broker users.
+    broker_admin_url: SecretStr | None = None
+    # The vhost nodes' users get permissions on.
+    broker_vhost: str = "/"
+    # The broker address(es) an enrolled node is told to use (its own user and
+    # password go in); unset: this worker's own AMQP_URL.
+    node_amqp_url: str | None = None
     shutdown_grace_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
@@ -233,15 +272,10 @@ class BridgeSettings(MembershipSettings):
     prefetch: int = Field(default=32, ge=1)
     shutdown_grace_s: float = Field(default=5.0, gt=0)
 
-    @model_validator(mode="after")
-    def _bridged_replies_can_count(self) -> BridgeSettings:
-        # With it, the search worker and registry count a reply or heartbeat only from
-        # the node's own broker user: every bridged answer would be dropped.
-        if self.verify_node_user:
-            raise ValueError("GRID_VERIFY_NODE_USER is set: bridged replies and heartbeats "
-                             "come from the bridge's broker user, never the node's, so the "
-                             "gateway would drop them all; the bridge cannot run with it")
-        return self
+    @property
+    def bridge_user_set(self) -> frozenset[str]:
+        """A bridge counts its own user (and its peers') as a bridge's."""
+        return super().bridge_user_set | {self.amqp_user}
 
     @property
     def probe_s(self) -> float:
@@ -254,6 +288,9 @@ class NodeSettings(BaseGridSettings):
     gateway_url: str = "http://127.0.0.1:8000"
     # The gateway's admin token, when it is closed (sent on /join and /delete-node).
     admin_token: Token = None
+    # The node's own token (``services.admin enroll``): sent on /join and
+    # /delete-node instead of the admin token.
+    node_token: Token = None
     # Broadcasts older than this are dropped from a node's queue unread.
     node_queue_ttl_s: float = Field(default=10.0, gt=0)
 

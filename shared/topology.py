@@ -47,6 +47,15 @@ class Names:
         return f"{self.namespace}.events"
 
     @property
+    def replies_exchange(self) -> str:
+        """Secure mode: the direct exchange node replies travel through (key: the reply queue).
+
+        Only the search worker's node-reply queue is bound to it, so a node
+        allowed to write here reaches nothing else (docs/security.md).
+        """
+        return f"{self.namespace}.replies"
+
+    @property
     def dead_letter_exchange(self) -> str:
         return f"{self.namespace}.dlx"
 
@@ -143,6 +152,12 @@ async def declare_broadcast(channel: AbstractChannel, names: Names) -> AbstractE
     )
 
 
+async def declare_replies(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    return await channel.declare_exchange(
+        names.replies_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+
+
 async def declare_events(channel: AbstractChannel, names: Names) -> AbstractExchange:
     return await channel.declare_exchange(
         names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
@@ -200,6 +215,7 @@ async def delete_namespace(channel: AbstractChannel, names: Names) -> None:
     for exchange in (
         names.broadcast_exchange,
         names.events_exchange,
+        names.replies_exchange,
         names.dead_letter_exchange,
     ):
         await channel.exchange_delete(exchange)

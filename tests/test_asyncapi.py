@@ -11,7 +11,16 @@ import yaml
 from pydantic import BaseModel
 
 from shared import contracts
-from shared.errors import Conflict, InvalidRequest, NotFound, RemoteError, StoreUnavailable
+from shared.errors import (
+    BrokerAdminUnavailable,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RemoteError,
+    StoreUnavailable,
+    Unauthorized,
+)
 from shared.topology import HEARTBEAT_KEY, Names, work_queue_arguments
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
@@ -26,7 +35,9 @@ MODELS = [
     contracts.JoinRequest, contracts.DeleteRequest, contracts.SearchRequest, contracts.SearchResult,
     contracts.Done, contracts.ListRequest, contracts.NodeRecord, contracts.NodeList,
     contracts.ChooseHostsRequest, contracts.HostChoice, contracts.EncryptedModelHosts,
-    contracts.EncryptedHost,
+    contracts.EncryptedHost, contracts.EnrollRequest, contracts.Enrolled,
+    contracts.RevokeRequest, contracts.EnrolledNode, contracts.EnrolledList,
+    contracts.BridgeUserRequest,
 ]
 
 
@@ -77,7 +88,8 @@ def test_enums_match_literals() -> None:
     assert kind == list(typing.get_args(contracts.EventKind))
     events = DOC["channels"]["{namespace}.events"]["subscribe"]["bindings"]["amqp"]["cc"]
     assert events == [f"node.{k}" for k in typing.get_args(contracts.EventKind)]
-    wire_errors = {InvalidRequest, Conflict, NotFound, StoreUnavailable, RemoteError}
+    wire_errors = {InvalidRequest, Conflict, NotFound, StoreUnavailable, RemoteError,
+                   Unauthorized, Forbidden, BrokerAdminUnavailable}
     assert set(SCHEMAS["Error"]["properties"]["type"]["enum"]) == {e.type for e in wire_errors}
 
 
@@ -85,6 +97,8 @@ def test_operation_types() -> None:
     text = DOC_PATH.read_text(encoding="utf-8")
     operations = [contracts.JOIN, contracts.DELETE, contracts.LIST_NODES, contracts.CHOOSE_HOSTS,
                   contracts.SEARCH, contracts.NODE_QUERY]
+    enrollment = [contracts.ENROLL, contracts.REVOKE, contracts.LIST_ENROLLED,
+                  contracts.BRIDGE_USER]
     for op in operations:
         assert op in text
     channels = DOC["channels"]
@@ -95,7 +109,7 @@ def test_operation_types() -> None:
         return [resolve(ref, MESSAGES, "#/components/messages/")["bindings"]["amqp"]["messageType"]
                 for ref in refs]
 
-    assert types(NAMES.registry_queue, "publish") == operations[:4]
+    assert types(NAMES.registry_queue, "publish") == operations[:4] + enrollment
     assert types(NAMES.search_queue, "publish") == [contracts.SEARCH]
     assert types(NAMES.broadcast_exchange, "subscribe") == [contracts.NODE_QUERY]
     assert types(NAMES.node_queue("{nodeId}"), "subscribe") == [contracts.NODE_QUERY]
@@ -104,6 +118,7 @@ def test_operation_types() -> None:
 def test_names_and_arguments() -> None:
     channels = DOC["channels"]
     for name in (*NAMES.work_queues(), NAMES.broadcast_exchange, NAMES.events_exchange,
+                 NAMES.replies_exchange,
                  NAMES.dead_letter_queue, NAMES.node_queue("{nodeId}"),
                  NAMES.reply_queue("{owner}", "{unique}")):
         assert name in channels

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
-from pydantic import ValidationError
 
 from services.bridge.answers import Malformed, answered_ok, call_for, reply_for
 from services.bridge.roster import Roster, speaks_http
@@ -164,9 +163,10 @@ def test_speaks_http() -> None:
 # --- settings ---------------------------------------------------------------------------
 
 
-def test_bridge_settings_refuse_verify_node_user() -> None:
-    with pytest.raises(ValidationError, match="GRID_VERIFY_NODE_USER"):
-        BridgeSettings(verify_node_user=True)
+def test_bridge_runs_in_secure_mode_under_either_name() -> None:
+    # It answers only for nodes enrolled --bridged there (tests/secure/test_enrollment.py).
+    assert BridgeSettings(verify_node_user=True).node_auth
+    assert BridgeSettings(GRID_NODE_AUTH=True).node_auth
 
 
 def test_probe_interval_defaults_to_the_heartbeat() -> None:

@@ -51,7 +51,7 @@ async def node_users(namespace: str) -> AsyncIterator[dict[str, str]]:
             await rabbitmqctl(
                 "set_permissions", "-p", "/", user,
                 rf"^{ns}\.node\.{user}$",
-                rf"^({ns}\.node\.{user}|{ns}\.events|amq\.default)$",
+                rf"^({ns}\.node\.{user}|{ns}\.events|{ns}\.replies|amq\.default)$",
                 rf"^({ns}\.node\.{user}|{ns}\.broadcast)$")
             await rabbitmqctl("set_topic_permissions", "-p", "/", user, f"{namespace}.events",
                               rf"^heartbeat\.{user}$", "^$")

@@ -19,7 +19,7 @@ from prometheus_client import (
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors, routes, status
+from services.api import admin, errors, routes, status
 from services.api import openapi as doc
 from services.api.errors import JsonResponse
 from services.api.gateway import Gateway, request_path
@@ -125,6 +125,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.registry)
     app.include_router(routes.search)
+    app.include_router(admin.admin)
     _operations(app)
     status.mount(app, board)
     app.add_middleware(Observe, metrics=metrics)

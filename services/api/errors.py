@@ -11,15 +11,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from shared.errors import (
+    BrokerAdminUnavailable,
     BusUnavailable,
     Conflict,
     DeadlineExceeded,
+    Forbidden,
     GridError,
     InvalidRequest,
     NoConsumer,
     NotFound,
     Overloaded,
     StoreUnavailable,
+    Unauthorized,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ _STATUS = {
     NoConsumer: 503,
     DeadlineExceeded: 503,
     Overloaded: 503,
+    Forbidden: 403,
+    BrokerAdminUnavailable: 503,
 }
 _FIXED_MESSAGE = {
     Conflict: ALREADY_REGISTERED,
@@ -79,6 +84,8 @@ async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
 
 async def _grid_error(request: Request, exc: GridError) -> JsonResponse:
     """Map the errors that come back from the bus to HTTP."""
+    if isinstance(exc, Unauthorized):  # a node token the registry does not know
+        return message(401, "Missing or invalid bearer token.", {"WWW-Authenticate": "Bearer"})
     status = _STATUS.get(type(exc), 502)
     text = _FIXED_MESSAGE.get(type(exc), exc.message)
     if status == 502:

@@ -91,13 +91,19 @@ UNAVAILABLE = {
                                      "example": {"message": "No registry worker is running; "
                                                  "try again shortly."}}},
 }
+FORBIDDEN = {
+    "description": "A node token used for another node's id.",
+    "content": {"application/json": {"schema": MESSAGE, "example": {
+        "message": "This token may not act for this node id."}}},
+}
 TOO_LARGE = {
     "description": "Body over the size cap.",
     "content": {"application/json": {"schema": MESSAGE,
                                      "example": {"message": "Request body too large."}}},
 }
 UNAUTHORIZED = {
-    "description": "An admin token is configured and the request does not carry it.",
+    "description": "An admin token is configured (or secure mode is on) and the request "
+                   "carries neither it nor a valid node token.",
     "content": {"application/json": {"schema": MESSAGE,
                                      "example": {"message": "Missing or invalid bearer token."}}},
 }

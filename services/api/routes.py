@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.api import encrypted
 from services.api import openapi as doc
+from services.api.credentials import node_credential
 from services.api.errors import INVALID_FIELDS, INVALID_JSON, ApiError, JsonResponse
 from services.api.gateway import Gateway
 from services.api.http import NotJson, read_json
@@ -66,6 +67,22 @@ async def require_admin(request: Request) -> None:
     _check_token(request, get_settings(request))
 
 
+async def require_writer(request: Request) -> str | None:
+    """Who may join or delete: the admin token (None: any id), or a node token (its hash).
+
+    A node token is checked by the registry against the node id of the body
+    (401 unknown or revoked, 403 another node's). Open when no token is
+    configured and secure mode is off.
+    """
+    settings = get_settings(request)
+    if settings.admin_token is None and not settings.node_auth:
+        return None
+    return node_credential(request, settings)
+
+
+WriterDep = Annotated[str | None, Depends(require_writer)]
+
+
 async def require_reader(request: Request) -> None:
     settings = get_settings(request)
     if settings.auth_read_routes:
@@ -96,23 +113,23 @@ async def read_object(request: Request, invalid: str) -> dict[str, Any]:
 @registry.post(
     "/join",
     summary="Register a new grid node.",
-    dependencies=write_guard,
     openapi_extra=doc.request_body(
         doc.NODE_FIELDS, {"node-id": "alice", "node-address": "http://alice:5000"}),
     responses={
         200: doc.error("Registered.", "Successfully Connected!"),
         400: doc.error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
         401: doc.UNAUTHORIZED,
+        403: doc.FORBIDDEN,
         409: doc.error("The id is taken.", "This ID has already been registered."),
         413: doc.TOO_LARGE,
         503: doc.UNAVAILABLE,
     },
 )
-async def join(request: Request, gateway: GatewayDep) -> JsonResponse:
+async def join(request: Request, gateway: GatewayDep, credential: WriterDep) -> JsonResponse:
     data = await read_object(request, INVALID_JSON)
     try:
         command = JoinRequest(node_id=data.get("node-id"), node_address=data.get("node-address"),
-                              request_id=uuid.uuid4().hex)
+                              request_id=uuid.uuid4().hex, token_hash=credential)
     except ValidationError:
         raise ApiError(400, INVALID_JSON) from None
     await gateway.registry(JOIN, command, Done)
@@ -122,26 +139,27 @@ async def join(request: Request, gateway: GatewayDep) -> JsonResponse:
 @registry.delete(
     "/delete-node",
     summary="Remove a registered grid node (id and address must both match).",
-    dependencies=write_guard,
     openapi_extra=doc.request_body(
         doc.NODE_FIELDS, {"node-id": "alice", "node-address": "http://alice:5000"}),
     responses={
         200: doc.error("Deleted.", "Successfully Deleted!"),
         400: doc.error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
         401: doc.UNAUTHORIZED,
+        403: doc.FORBIDDEN,
         404: doc.error("No node with this id and address.",
                        "This ID was not found in connected nodes"),
         413: doc.TOO_LARGE,
         503: doc.UNAVAILABLE,
     },
 )
-async def delete_node(request: Request, gateway: GatewayDep) -> JsonResponse:
+async def delete_node(request: Request, gateway: GatewayDep,
+                      credential: WriterDep) -> JsonResponse:
     data = await read_object(request, INVALID_JSON)
     node_id, address = data.get("node-id"), data.get("node-address")
     if not (isinstance(node_id, str) and node_id and isinstance(address, str) and address):
         raise ApiError(400, INVALID_JSON)
     try:
-        command = DeleteRequest(node_id=node_id, node_address=address)
+        command = DeleteRequest(node_id=node_id, node_address=address, token_hash=credential)
     except ValidationError:  # an id no node could have registered with
         raise ApiError(404, "This ID was not found in connected nodes") from None
     await gateway.registry(DELETE, command, Done)

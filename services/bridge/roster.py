@@ -24,9 +24,12 @@ def speaks_http(address: str) -> bool:
 class Roster:
     """The bridged nodes, read from a :class:`Membership` each time (it changes under us)."""
 
-    def __init__(self, membership: Membership, settle_s: float) -> None:
+    def __init__(self, membership: Membership, settle_s: float,
+                 only_enrolled: bool = False) -> None:
         self.membership = membership
         self.settle_s = settle_s
+        # Secure mode: speak only for nodes enrolled --bridged (the gateway counts no other).
+        self.only_enrolled = only_enrolled
 
     def bridged(self) -> dict[str, str]:
         """Nodes to speak for (id -> address), live or not: probes try them all."""
@@ -40,6 +43,8 @@ class Roster:
 
     def _speaks_for(self, node_id: str, address: str) -> bool:
         member = self.membership
+        if self.only_enrolled and node_id not in member.bridged:
+            return False
         return (speaks_http(address) and not member.speaks_for_itself(node_id)
                 and member.known_for(node_id) >= self.settle_s)
 

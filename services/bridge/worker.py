@@ -27,6 +27,7 @@ from services.bridge.caller import NodeCaller
 from services.bridge.metrics import BridgeMetrics
 from services.bridge.roster import Roster
 from shared import codec
+from shared.auth import reply_exchange
 from shared.bus import Bus
 from shared.contracts import Heartbeat, NodeQuery
 from shared.errors import GridError, InvalidRequest
@@ -57,8 +58,11 @@ class BridgeWorker:
         self.membership = Membership(settings.node_ttl_s)
         self.feed = MembershipFeed(self.membership, RpcClient(self.bus, self.names, "bridge"),
                                    settings.membership_refresh_s)
-        self.roster = Roster(self.membership, SETTLE_HEARTBEATS * settings.heartbeat_s)
-        self.events = EventPublisher(self.bus, self.names)
+        # Secure mode: only nodes enrolled --bridged, and the gateway declares the
+        # exchanges (the bridge's own broker user may not).
+        self.roster = Roster(self.membership, SETTLE_HEARTBEATS * settings.heartbeat_s,
+                             only_enrolled=settings.node_auth)
+        self.events = EventPublisher(self.bus, self.names, passive=settings.node_auth)
         self.metrics = BridgeMetrics()
         self.metrics.count_nodes(lambda: len(self.roster.bridged()),
                                  lambda: len(self.roster.answering()))
@@ -90,7 +94,8 @@ class BridgeWorker:
         await self.feed.loaded.wait()
         await asyncio.sleep(self.roster.settle_s)
         self._channel = await self.bus.channel(prefetch=self.settings.prefetch)
-        await declare_broadcast(self._channel, self.names)
+        if not self.settings.node_auth:
+            await declare_broadcast(self._channel, self.names)
         self._queue = await declare_bridge_queue(self._channel, self.names)
         self._consumer_tag = await self._queue.consume(self._on_broadcast)
         self._spawn(self._probe_forever())
@@ -153,18 +158,22 @@ class BridgeWorker:
         properties = reply_properties(message.correlation_id, {REQUEST_ID_HEADER: rid},
                                       self.bus.user)
         nodes = self.roster.answering()
+        route = (reply_exchange(message.headers), message.reply_to)
         await asyncio.gather(*(self._answer(node_id, address, query, call, within_s,
-                                            message.reply_to, properties)
+                                            route, properties)
                                for node_id, address in nodes.items()))
         return "answered"
 
     async def _answer(self, node_id: str, address: str, query: NodeQuery, call: NodeCall,
-                      within_s: float, reply_to: str, properties: Basic.Properties) -> None:
+                      within_s: float, route: tuple[str, str],
+                      properties: Basic.Properties) -> None:
+        """Call one node; reply on ``route`` (exchange, reply queue) if it answered."""
         reply = await self.caller.ask(node_id, address, query, within_s, call)
         if reply is None:
             return
         try:
-            await self.bus.publish_raw(codec.dumps(reply), reply_to, properties)
+            await self.bus.publish_raw(codec.dumps(reply), route[1], properties,
+                                       exchange=route[0])
         except GridError as exc:  # the broker is away: the search's deadline covers it
             log.warning("could not send a reply", extra={"error": exc.message})
             return

@@ -15,6 +15,7 @@ from services.client.client import AsyncGridClient, GridClient
 from services.client.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     GatewayError,
     NotFound,
     TransportError,
@@ -28,12 +29,14 @@ from services.client.models import (
     EncryptedPlacement,
     Names,
     NodeAddress,
+    NodeCredentials,
     NodeMatches,
 )
 
 __all__ = [
     "AsyncGridClient", "GridClient",
-    "BadRequest", "Conflict", "GatewayError", "NotFound", "TransportError", "Unauthorized",
-    "Unavailable", "UnexpectedAnswer",
-    "EncryptedHost", "EncryptedModel", "EncryptedPlacement", "NodeAddress", "NodeMatches", "Names",
+    "BadRequest", "Conflict", "Forbidden", "GatewayError", "NotFound", "TransportError",
+    "Unauthorized", "Unavailable", "UnexpectedAnswer",
+    "EncryptedHost", "EncryptedModel", "EncryptedPlacement", "NodeAddress", "NodeCredentials",
+    "NodeMatches", "Names",
 ]

@@ -21,6 +21,7 @@ from services.client.models import (
     EncryptedPlacement,
     Names,
     NodeAddress,
+    NodeCredentials,
     NodeMatches,
 )
 
@@ -81,6 +82,17 @@ def join(node_id: str, address: str) -> Call[str]:
 def delete(node_id: str, address: str) -> Call[str]:
     return Call("DELETE", "/delete-node", {"node-id": node_id, "node-address": address},
                 _message)
+
+
+def enroll(node_id: str, address: str | None, bridged: bool) -> Call[NodeCredentials]:
+    body = {"node-id": node_id, "bridged": bridged}
+    if address is not None:
+        body["node-address"] = address
+    return Call("POST", "/admin/enroll", body, _credentials)
+
+
+def revoke(node_id: str) -> Call[str]:
+    return Call("POST", "/admin/revoke", {"node-id": node_id}, _message)
 
 
 # --- sending and answering --------------------------------------------------------
@@ -157,6 +169,13 @@ class _Message(BaseModel):
     message: str
 
 
+class _Credentials(BaseModel):
+    node_id: str = Field(alias="node-id")
+    amqp_url: str = Field(alias="amqp-url")
+    token: str
+    node_address: str | None = Field(default=None, alias="node-address")
+
+
 NODE_LIST = TypeAdapter(_NodeList)
 MESSAGE = TypeAdapter(_Message)
 
@@ -167,6 +186,11 @@ def _node_ids(response: httpx.Response) -> tuple[str, ...]:
 
 def _message(response: httpx.Response) -> str:
     return _body(response, MESSAGE).message
+
+
+def _credentials(response: httpx.Response) -> NodeCredentials:
+    given = _body(response, TypeAdapter(_Credentials))
+    return NodeCredentials(given.node_id, given.amqp_url, given.token, given.node_address)
 
 
 def _placements(response: httpx.Response) -> tuple[EncryptedPlacement, ...]:

@@ -19,6 +19,7 @@ from services.client.models import (
     EncryptedPlacement,
     Names,
     NodeAddress,
+    NodeCredentials,
     NodeMatches,
 )
 from services.client.settings import ClientSettings
@@ -92,6 +93,15 @@ class GridClient:
         """Remove a node; raises NotFound unless id and address both match."""
         return self._run(calls.delete(node_id, address))
 
+    def enroll(self, node_id: str, address: str | None = None,
+               bridged: bool = False) -> NodeCredentials:
+        """Enroll a node (or rotate its credentials); needs the admin token."""
+        return self._run(calls.enroll(node_id, address, bridged))
+
+    def revoke(self, node_id: str) -> str:
+        """Revoke a node's credentials and remove it; needs the admin token."""
+        return self._run(calls.revoke(node_id))
+
 
 class AsyncGridClient:
     """The gateway's API, asynchronous: the methods of :class:`GridClient`, awaited."""
@@ -140,6 +150,15 @@ class AsyncGridClient:
 
     async def join(self, node_id: str, address: str) -> str:
         return await self._run(calls.join(node_id, address))
+
+    async def enroll(self, node_id: str, address: str | None = None,
+                     bridged: bool = False) -> NodeCredentials:
+        """Enroll a node (or rotate its credentials); needs the admin token."""
+        return await self._run(calls.enroll(node_id, address, bridged))
+
+    async def revoke(self, node_id: str) -> str:
+        """Revoke a node's credentials and remove it; needs the admin token."""
+        return await self._run(calls.revoke(node_id))
 
     async def delete(self, node_id: str, address: str) -> str:
         return await self._run(calls.delete(node_id, address))

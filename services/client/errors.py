@@ -23,6 +23,10 @@ class Unauthorized(GatewayError):
     """401: the route needs the admin token and the request did not carry the right one."""
 
 
+class Forbidden(GatewayError):
+    """403: the token may not do this (another node's id, or the admin routes are off)."""
+
+
 class NotFound(GatewayError):
     """404: no node with this id and address (or an unknown route)."""
 
@@ -44,5 +48,6 @@ class UnexpectedAnswer(GatewayError):
 
 
 BY_STATUS: dict[int, type[GatewayError]] = {
-    400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict, 503: Unavailable,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    503: Unavailable,
 }

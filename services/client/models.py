@@ -80,3 +80,23 @@ class EncryptedPlacement:
     workers: tuple[NodeAddress, NodeAddress]
     crypto_provider: NodeAddress
     host: NodeAddress
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    """What an enrollment issues: the node's settings, shown only once.
+
+    ``env()`` gives them as ``KEY=VALUE`` lines for the node's environment file.
+    """
+
+    node_id: str
+    amqp_url: str
+    token: str
+    address: str | None = None
+
+    def env(self) -> str:
+        lines = [f"GRID_NODE_ID={self.node_id}", f"AMQP_URL={self.amqp_url}",
+                 f"GRID_NODE_TOKEN={self.token}"]
+        if self.address:
+            lines.append(f"GRID_NODE_ADDRESS={self.address}")
+        return "\n".join(lines)

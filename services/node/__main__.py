@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -25,8 +26,12 @@ WATCH_S = 1.0
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="grid-node",
                                      description="Run a demo grid node serving an inventory file.")
-    parser.add_argument("--id", required=True, help="node id (letters, digits, ._:@-)")
-    parser.add_argument("--address", required=True, help="the node's public URL")
+    # An enrolled node's env file (python -m services.admin enroll) names both.
+    node_id, address = os.environ.get("GRID_NODE_ID"), os.environ.get("GRID_NODE_ADDRESS")
+    parser.add_argument("--id", default=node_id, required=node_id is None,
+                        help="node id (letters, digits, ._:@-); default: GRID_NODE_ID")
+    parser.add_argument("--address", default=address, required=address is None,
+                        help="the node's public URL; default: GRID_NODE_ADDRESS")
     parser.add_argument("--inventory", required=True, help="inventory JSON file")
     parser.add_argument("--leave", action="store_true",
                         help="delete the node from the gateway on exit")

@@ -32,6 +32,7 @@ from aiormq.abc import DeliveredMessage
 
 from services.node.inventory import Inventory
 from shared import codec
+from shared.auth import reply_exchange
 from shared.bus import Bus
 from shared.contracts import Heartbeat, NodeQuery, NodeReply
 from shared.errors import GridError, InvalidRequest
@@ -50,7 +51,8 @@ class JoinRefused(Exception):
 
 
 def auth_headers(settings: NodeSettings) -> dict[str, str]:
-    token = settings.admin_token
+    """The node's own token if it has one (secure mode), else the admin token if set."""
+    token = settings.node_token or settings.admin_token
     return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
@@ -196,6 +198,7 @@ class GridNode:
                 codec.dumps(reply), properties.reply_to,
                 reply_properties(properties.correlation_id, {REQUEST_ID_HEADER: rid},
                                  self.bus.user),
+                exchange=reply_exchange(headers),  # set in secure mode (protocol 2)
             )
         except GridError as exc:  # the broker is away: the search's deadline covers it
             log.warning("could not send a reply", extra={"error": exc.message})

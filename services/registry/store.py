@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from services.registry.enrolled import ENROLLED_SCHEMA, PostgresEnrolled, SqliteEnrolled
 from shared.errors import Conflict, DeadlineExceeded, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def open_store(database_url: str, schema: str = "public") -> NodeStore:
     raise ValueError(f"unsupported GRID_DATABASE_URL: {database_url.split(':', 1)[0]}://...")
 
 
-class SqliteStore(NodeStore):
+class SqliteStore(SqliteEnrolled, NodeStore):
     """A SQLite file, used from one thread; several processes may share the file."""
 
     def __init__(self, path: str) -> None:
@@ -124,6 +125,7 @@ class SqliteStore(NodeStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(SCHEMA)
+            db.execute(ENROLLED_SCHEMA)
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._thread, connect)
@@ -184,7 +186,7 @@ class SqliteStore(NodeStore):
         )
 
 
-class PostgresStore(NodeStore):
+class PostgresStore(PostgresEnrolled, NodeStore):
     """A PostgreSQL database through an asyncpg pool; reconnects by itself."""
 
     def __init__(self, url: str, schema: str = "public") -> None:
@@ -219,6 +221,7 @@ class PostgresStore(NodeStore):
                 try:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                     await conn.execute(SCHEMA)
+                    await conn.execute(ENROLLED_SCHEMA)
                     return
                 except asyncpg.UniqueViolationError:
                     if attempt == 2:

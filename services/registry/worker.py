@@ -16,16 +16,24 @@ import random
 
 from prometheus_client import Gauge
 
+from services.registry.enrollment import Enrollment
 from services.registry.store import NodeStore, open_store
+from shared.auth import SpeakerCheck
 from shared.bus import Bus
 from shared.contracts import (
+    BRIDGE_USER,
     CHOOSE_HOSTS,
     DELETE,
+    ENROLL,
     JOIN,
+    LIST_ENROLLED,
     LIST_NODES,
+    REVOKE,
+    BridgeUserRequest,
     ChooseHostsRequest,
     DeleteRequest,
     Done,
+    EnrollRequest,
     Heartbeat,
     HostChoice,
     JoinRequest,
@@ -33,6 +41,7 @@ from shared.contracts import (
     MembershipEvent,
     NodeList,
     NodeRecord,
+    RevokeRequest,
 )
 from shared.errors import StoreUnavailable
 from shared.liveness import EventPublisher, Liveness, subscribe_events
@@ -61,6 +70,9 @@ class RegistryWorker:
         # Heard on the bus (heartbeats only): what a search can wait for.
         self.on_bus = Liveness(settings.node_ttl_s)
         self.registered: dict[str, str] = {}
+        # Nodes enrolled --bridged: in secure mode a bridge may speak for these alone.
+        self.bridged: set[str] = set()
+        self.enrollment = Enrollment(self)
         self.metrics = WorkerMetrics("registry")
         self._gauges()
         self.server = RpcServer(
@@ -72,6 +84,10 @@ class RegistryWorker:
                 DELETE: Operation(DeleteRequest, self.delete),
                 LIST_NODES: Operation(ListRequest, self.list_nodes),
                 CHOOSE_HOSTS: Operation(ChooseHostsRequest, self.choose_hosts),
+                ENROLL: Operation(EnrollRequest, self.enrollment.enroll),
+                REVOKE: Operation(RevokeRequest, self.enrollment.revoke),
+                LIST_ENROLLED: Operation(ListRequest, self.enrollment.list_enrolled),
+                BRIDGE_USER: Operation(BridgeUserRequest, self.enrollment.bridge_user),
             },
             prefetch=settings.prefetch,
         )
@@ -92,7 +108,8 @@ class RegistryWorker:
         await self.events.start()
         with contextlib.suppress(StoreUnavailable):  # the sweeper retries
             await self._refresh_registered()
-        await subscribe_events(self.bus, self.names, self._on_event, self._on_heartbeat)
+        await subscribe_events(self.bus, self.names, self._on_event, self._on_heartbeat,
+                               SpeakerCheck(self.settings, lambda: self.bridged))
         await self.server.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
@@ -110,17 +127,20 @@ class RegistryWorker:
     # --- operations ---------------------------------------------------------
 
     async def join(self, request: JoinRequest) -> Done:
+        await self.enrollment.authorize(request.node_id, request.token_hash)
         await self.store.add(request.node_id, request.node_address, request.request_id,
                              deadline=request_deadline.get())
         self._registered(request.node_id, request.node_address)
         await self.events.publish(
             MembershipEvent(kind="joined", node_id=request.node_id,
-                            node_address=request.node_address)
+                            node_address=request.node_address,
+                            bridged=request.node_id in self.bridged)
         )
         log.info("node joined", extra={"node_id": request.node_id})
         return Done()
 
     async def delete(self, request: DeleteRequest) -> Done:
+        await self.enrollment.authorize(request.node_id, request.token_hash)
         await self.store.remove(request.node_id, request.node_address)
         self._unregistered(request.node_id)
         await self.events.publish(MembershipEvent(kind="left", node_id=request.node_id))
@@ -134,6 +154,7 @@ class RegistryWorker:
                 node_address=address,
                 live=self.live.is_live(node_id),
                 heartbeat_age_s=self.on_bus.age(node_id),
+                bridged=node_id in self.bridged,
             )
             for node_id, address in await self.store.nodes()
         ]
@@ -150,6 +171,19 @@ class RegistryWorker:
 
     # --- membership and liveness ---------------------------------------------
 
+    def enrolled_changed(self, node_id: str, bridged: bool) -> None:
+        if bridged:
+            self.bridged.add(node_id)
+        else:
+            self.bridged.discard(node_id)
+
+    async def removed(self, node_id: str) -> None:
+        """A revoked node: gone at once, from this worker and (by the event) every other."""
+        self.bridged.discard(node_id)
+        self._unregistered(node_id)
+        await self.events.publish(MembershipEvent(kind="left", node_id=node_id))
+        log.info("node revoked", extra={"node_id": node_id})
+
     def _registered(self, node_id: str, address: str) -> None:
         self.registered[node_id] = address
         self.live.heard(node_id)
@@ -161,6 +195,8 @@ class RegistryWorker:
 
     def _on_event(self, event: MembershipEvent) -> None:
         # Joins and deletes handled by other registry workers.
+        if event.kind == "joined" and event.bridged:
+            self.bridged.add(event.node_id)
         if event.kind == "joined" and event.node_id not in self.registered:
             self._registered(event.node_id, event.node_address)
         elif event.kind == "left":
@@ -182,6 +218,7 @@ class RegistryWorker:
     async def _refresh_registered(self) -> None:
         """Reload who is registered; nodes new to this worker get one TTL of grace."""
         nodes = dict(await self.store.nodes())
+        self.bridged = {row.node_id for row in await self.store.enrolled() if row.bridged}
         for node_id in set(self.registered) - set(nodes):
             self._unregistered(node_id)
         for node_id, address in nodes.items():

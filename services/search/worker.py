@@ -27,6 +27,7 @@ from services.search.metrics import SearchMetrics
 from services.search.screen import ReplyScreen
 from shared import codec
 from shared.answers import AnswerCache
+from shared.auth import REPLY_EXCHANGE_HEADER, SpeakerCheck
 from shared.bus import Bus, deadline_after
 from shared.contracts import (
     NODE_QUERY,
@@ -48,7 +49,7 @@ from shared.rpc import (
     request_sent,
 )
 from shared.settings import SearchSettings
-from shared.topology import Names, declare_broadcast
+from shared.topology import Names, declare_broadcast, declare_replies
 
 log = logging.getLogger(__name__)
 # Time left for a search's answer to travel back to the client after the gather.
@@ -84,11 +85,19 @@ class SearchWorker:
         self.membership.watch(self._index_wanted.set)
         self._indexer: asyncio.Task | None = None
         self.feed = MembershipFeed(self.membership, self.registry, settings.membership_refresh_s)
+        self.speakers = SpeakerCheck(settings, lambda: self.membership.bridged)
+        # Secure mode: the query names the exchange a node must reply through.
+        self._reply_headers = ({REPLY_EXCHANGE_HEADER: self.names.replies_exchange}
+                               if settings.node_auth else {})
 
     async def start(self) -> None:
         await self.bus.connect()
         await declare_broadcast(self.bus.fast, self.names)
-        await self.bus.fast.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
+        queue = await self.bus.fast.declare_queue(self.reply_queue, exclusive=True,
+                                                  auto_delete=True)
+        if self.settings.node_auth:  # nodes reply through the replies exchange (protocol 2)
+            await queue.bind(await declare_replies(self.bus.fast, self.names),
+                             routing_key=self.reply_queue)
         await self.bus.consume_direct(self.reply_queue, self._on_node_reply)
         await self.registry.start()
         await self.feed.start()
@@ -236,7 +245,8 @@ class SearchWorker:
             correlation_id=correlation_id, reply_to=self.reply_queue,
             expiration=str(int(timeout * 1000)),
             headers={DEADLINE_HEADER: deadline_after(timeout),
-                     REQUEST_ID_HEADER: request_id.get()},
+                     REQUEST_ID_HEADER: request_id.get(), **self._reply_headers},
+            user_id=self.registry.user_id,
             delivery_mode=1)
         try:
             if self._direct(gather, ask):
@@ -274,8 +284,7 @@ class SearchWorker:
             self.metrics.replies_dropped.labels("oversized").inc()
             return
         gather = self._gathers.get(message.correlation_id or "")
-        verify = self.settings.verify_node_user
-        if gather is None and not verify:
+        if gather is None and not self.speakers.on:
             self.metrics.replies_dropped.labels("late").inc()
             return
         try:
@@ -284,7 +293,7 @@ class SearchWorker:
             self.metrics.replies_dropped.labels("malformed").inc()
             return
         # Checked before lateness: an impostor is one however late it comes.
-        if verify and message.user_id != reply.node_id:
+        if not self.speakers.may_speak_for(message.user_id, reply.node_id):
             self.metrics.replies_dropped.labels("impostor").inc()
             return
         if gather is None:
