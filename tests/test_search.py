@@ -14,7 +14,7 @@ from services.node.sdk import GridNode
 from shared import codec
 from shared.contracts import SEARCH, NodeQuery, NodeReply, SearchRequest, SearchResult
 from shared.topology import Names, declare_broadcast
-from tests.harness import Gateway, Harness, eventually
+from tests.harness import WAIT_S, Gateway, Harness, eventually
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 INVALID_FIELDS = {"message": "Invalid json fields."}
@@ -171,28 +171,57 @@ async def test_node_that_never_spoke_on_the_bus_is_not_waited_for(network: Gatew
 
 
 async def test_reply_from_a_node_that_never_joined_is_not_counted(
-        network: Gateway, amqp_url: str, namespace: str) -> None:
-    """A rogue consumer on the broadcast exchange answers as an unknown node and as alice."""
+        harness: Harness, amqp_url: str, namespace: str) -> None:
+    """A rogue consumer on the broadcast exchange answers as mallory, who never joined.
+
+    Node dave answers each search only once the rogue's reply is in the reply
+    queue (confirmed by the broker), so every search is still open when it is
+    read: it is judged, never merely late. No cache and no index, so that every
+    search is a broadcast the rogue hears. (A rogue answering as a registered
+    node races that node's own reply in the open mode; GRID_VERIFY_NODE_USER
+    stops it: tests/test_node_identity.py.)
+    """
+    direct = {"search_timeout_s": 5.0, "search_cache": False, "search_index": False}
+    network = await harness.gateway(search=direct, search_cache=False)
+    rogue_replied = asyncio.Condition()
+    rogue_count = dave_count = 0
+
+    async def dave(node_id: str, query: NodeQuery) -> NodeReply:
+        nonlocal dave_count
+        dave_count += 1
+        async with rogue_replied:
+            await asyncio.wait_for(rogue_replied.wait_for(lambda: rogue_count >= dave_count),
+                                   WAIT_S)
+        return NodeReply(node_id=node_id, models=["dave-model"])
+
+    for name in ("alice", "bob"):
+        await harness.node(network, name, inventory(name))
+    await harness.node(network, "dave", dave, join=True)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel()
+        channel = await connection.channel()  # with publisher confirms
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(await declare_broadcast(channel, Names(namespace)))
 
         async def rogue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            for node_id in ("mallory", "alice"):
-                reply = NodeReply(node_id=node_id, models=["evil-model"])
-                await channel.default_exchange.publish(
-                    aio_pika.Message(codec.dumps(reply), correlation_id=message.correlation_id),
-                    routing_key=message.reply_to)
+            nonlocal rogue_count
+            reply = NodeReply(node_id="mallory", models=["evil-model"])
+            await channel.default_exchange.publish(
+                aio_pika.Message(codec.dumps(reply), correlation_id=message.correlation_id),
+                routing_key=message.reply_to)
+            async with rogue_replied:
+                rogue_count += 1
+                rogue_replied.notify_all()
 
         await queue.consume(rogue, no_ack=True)
+        await network.wait_search_sees(3)
         responses = [await network.client.get("/search-available-models") for _ in range(5)]
     assert all(counts(response) == ("3", "3") for response in responses)
-    assert not any("evil-model" in response.json() for response in responses[1:])
+    assert not any("evil-model" in response.json() for response in responses)
     search = network.searches[0].metrics.registry
+    # One per search at least (the wait above made some searches too).
     assert search.get_sample_value("grid_search_replies_dropped_total",
-                                   {"reason": "unexpected"}) >= 1
+                                   {"reason": "unexpected"}) >= 5
 
 
 async def test_fifty_concurrent_searches(network: Gateway) -> None:

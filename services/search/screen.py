@@ -20,7 +20,7 @@ from shared.frames import Delivery
 from shared.settings import SearchSettings
 
 log = logging.getLogger(__name__)
-# Nodes whose capped lists were logged already: one line per node, not per search.
+# (Kind, node) pairs logged already: one line each, not one per search; bounded.
 LOGGED_NODES_MAX = 1024
 
 
@@ -34,12 +34,13 @@ class ReplyScreen:
         self._logged: set[str] = set()
 
     def oversized(self, message: Delivery) -> bool:
-        """True (and logged) when ``message`` is larger than a reply may be."""
+        """True when ``message`` is larger than a reply may be (logged once per sender)."""
         if len(message.body) <= self.max_bytes:
             return False
-        log.warning("node reply dropped: larger than GRID_MAX_REPLY_BYTES", extra={
-            "bytes": len(message.body), "limit": self.max_bytes,
-            "user_id": message.user_id})
+        if self._first_time(f"oversized\0{message.user_id}"):
+            log.warning("node reply dropped: larger than GRID_MAX_REPLY_BYTES", extra={
+                "bytes": len(message.body), "limit": self.max_bytes,
+                "user_id": message.user_id})
         return True
 
     def cap(self, reply: NodeReply) -> NodeReply:
@@ -50,15 +51,17 @@ class ReplyScreen:
             if names is not None and len(names) > limit:
                 update[field] = names[:limit]
                 self.capped.labels(field).inc()
-                self._log_once(reply.node_id, field, len(names), limit)
+                if self._first_time(f"{field}\0{reply.node_id}"):
+                    log.warning("node list capped", extra={
+                        "node_id": reply.node_id, "list": field, "length": len(names),
+                        "limit": limit})
         if not update:
             return reply
         return reply.model_copy(update={**update, "version": None})
 
-    def _log_once(self, node_id: str, field: str, length: int, limit: int) -> None:
-        key = f"{node_id}\0{field}"
+    def _first_time(self, key: str) -> bool:
+        """Whether ``key`` (what, and whose) is new: one log line each, not one per search."""
         if key in self._logged or len(self._logged) >= LOGGED_NODES_MAX:
-            return
+            return False
         self._logged.add(key)
-        log.warning("node list capped", extra={"node_id": node_id, "list": field,
-                                               "length": length, "limit": limit})
+        return True
