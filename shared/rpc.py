@@ -99,7 +99,7 @@ class RpcClient:
     """Sends requests to work queues and awaits the correlated replies.
 
     One exclusive reply queue per process; calls run concurrently, each with
-    its own deadline; stray and late replies are counted and dropped.
+    its own deadline; stray and late replies are dropped.
     """
 
     def __init__(self, bus: Bus, names: Names, owner: str) -> None:
@@ -107,7 +107,6 @@ class RpcClient:
         self.names = names
         self.reply_queue_name = names.reply_queue(owner, uuid.uuid4().hex[:12])
         self._pending: dict[str, asyncio.Future[dict]] = {}
-        self.stray_replies = 0
         self.observe: Callable[[str, str, float], None] | None = None
         bus.on_connection_lost(self._fail_pending)
 
@@ -169,8 +168,7 @@ class RpcClient:
 
     def _on_reply(self, message: Delivery) -> None:
         future = self._pending.get(message.correlation_id or "")
-        if future is None or future.done():
-            self.stray_replies += 1
+        if future is None or future.done():  # stray or late: its caller gave up
             return
         try:
             reply = codec.loads(message.body)

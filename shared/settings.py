@@ -63,6 +63,28 @@ def check_amqp_urls(value: str) -> str:
     return value
 
 
+FAST_PATHS = frozenset({"reader", "writer"})
+
+
+def parse_fast_paths(value: str) -> frozenset[str]:
+    """``GRID_BUS_FAST_PATH``: true/false, or a comma list of the fast paths to use."""
+    word = value.strip().lower()
+    if word in ("true", "on", "yes", "1"):
+        return FAST_PATHS
+    if word in ("false", "off", "no", "0", ""):
+        return frozenset()
+    chosen = frozenset(part.strip() for part in word.split(",") if part.strip())
+    if not chosen <= FAST_PATHS:
+        raise ValueError("GRID_BUS_FAST_PATH is true, false, or a comma list of "
+                         f"{', '.join(sorted(FAST_PATHS))}")
+    return chosen
+
+
+def check_fast_paths(value: str) -> str:
+    parse_fast_paths(value)
+    return value
+
+
 class BaseGridSettings(BaseSettings):
     """What every process on the bus needs: where the broker is and the namespace."""
 
@@ -92,8 +114,12 @@ class BaseGridSettings(BaseSettings):
     # node) or quorum (replicated across a cluster). Every process of a
     # gateway must agree, since each declares the queues it uses.
     queue_type: Literal["classic", "quorum"] = "classic"
+    # The bus's fast I/O paths (docs/fast-paths.md): "true" (all), "false" (stock
+    # aio-pika/aiormq, nothing replaced), or a comma list of "reader", "writer".
+    bus_fast_path: str = "true"
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)
+    _check_bus_fast_path = field_validator("bus_fast_path")(check_fast_paths)
 
     @property
     def amqp_urls(self) -> list[str]:
@@ -104,6 +130,11 @@ class BaseGridSettings(BaseSettings):
     def amqp_user(self) -> str:
         """The broker user of ``amqp_url``; the broker checks it against ``user_id``."""
         return _broker_user(self.amqp_urls[0])
+
+    @property
+    def fast_paths(self) -> frozenset[str]:
+        """The fast I/O paths this process uses (empty: stock aio-pika and aiormq)."""
+        return parse_fast_paths(self.bus_fast_path)
 
 
 class MembershipSettings(BaseGridSettings):
