@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 FIGURES = ("rps", "p50_ms", "p99_ms")
-CPU = ("api", "search", "broker")
+CPU = ("api", "search", "fleet", "broker")
 
 
 def parser() -> argparse.ArgumentParser:

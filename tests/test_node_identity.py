@@ -10,6 +10,7 @@ named like the node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -18,12 +19,15 @@ import aio_pika
 import aiormq
 import pytest
 
+from services.node.inventory import Inventory
 from shared import codec
-from shared.contracts import Heartbeat, NodeReply
+from shared.contracts import Heartbeat, NodeQuery, NodeReply
 from shared.topology import Names
 from tests.harness import Harness
 
 VERIFY = {"verify_node_user": True}
+# A bound on alice's wait for mallory's forgery of the same query.
+FORGERY_WAIT_S = 2.0
 
 
 async def rabbitmqctl(*args: str) -> None:
@@ -61,17 +65,30 @@ async def node_users(namespace: str) -> AsyncIterator[dict[str, str]]:
             await rabbitmqctl("delete_user", user)
 
 
+@pytest.mark.both_bus_paths  # user_id as the reply consumer reads it on each path
 async def test_replies_and_heartbeats_only_count_from_the_nodes_own_user(
         harness: Harness, amqp_url: str, namespace: str, node_users: dict[str, str]) -> None:
     alice, mallory, password = node_users["alice"], node_users["mallory"], node_users["password"]
     gateway = await harness.gateway(registry=VERIFY, search=VERIFY)
-    await harness.node(gateway, alice, {"models": ["good-model"]},
-                       amqp_url=url_for(amqp_url, alice, password))
+    # Once mallory forges, alice answers each query only after the forgery is on the
+    # search worker's reply queue: it must be judged while the search still waits for
+    # alice (dropped as an impostor), not after alice's own answer closed the search
+    # (dropped as late), whatever order the two replies would otherwise take.
+    forging, forged = asyncio.Event(), asyncio.Queue()
+    inventory = Inventory(models=["good-model"])
+
+    async def answer(node_id: str, query: NodeQuery) -> NodeReply:
+        if forging.is_set():
+            with contextlib.suppress(TimeoutError):  # a query sent before mallory listened
+                await asyncio.wait_for(forged.get(), FORGERY_WAIT_S)
+        return inventory.answer(node_id, query)
+
+    await harness.node(gateway, alice, answer, amqp_url=url_for(amqp_url, alice, password))
     await gateway.wait_search_sees(1)
 
     connection = await aio_pika.connect(url_for(amqp_url, mallory, password))
     harness._stoppers.append(connection.close)
-    channel = await connection.channel()
+    channel = await connection.channel()  # publisher confirms: a forgery is queued when sent
     queue = await channel.declare_queue(Names(namespace).node_queue(mallory))
     await queue.bind(Names(namespace).broadcast_exchange)
 
@@ -81,8 +98,10 @@ async def test_replies_and_heartbeats_only_count_from_the_nodes_own_user(
             aio_pika.Message(codec.dumps(reply), correlation_id=message.correlation_id,
                              user_id=mallory),
             routing_key=message.reply_to)
+        forged.put_nowait(None)
 
     await queue.consume(impersonate, no_ack=True)
+    forging.set()
     for _ in range(3):
         response = await gateway.client.get("/search-available-models")
         assert response.json() == ["good-model"]

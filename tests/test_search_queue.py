@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from shared.contracts import NodeQuery, NodeReply
 from tests.harness import Harness, eventually
 
+pytestmark = pytest.mark.both_bus_paths
 T = 1.0  # the search deadline, GRID_SEARCH_TIMEOUT_S
 # What an answer may take beyond 1.5 T (HTTP, the broker, a busy machine); the
 # worker without the queue-time subtraction answers the second search at 2 T.
