@@ -63,7 +63,7 @@ def check_amqp_urls(value: str) -> str:
     return value
 
 
-FAST_PATHS = frozenset({"reader", "writer"})
+FAST_PATHS = frozenset({"reader"})
 
 
 def parse_fast_paths(value: str) -> frozenset[str]:
@@ -115,7 +115,7 @@ class BaseGridSettings(BaseSettings):
     # gateway must agree, since each declares the queues it uses.
     queue_type: Literal["classic", "quorum"] = "classic"
     # The bus's fast I/O paths (docs/fast-paths.md): "true" (all), "false" (stock
-    # aio-pika/aiormq, nothing replaced), or a comma list of "reader", "writer".
+    # aio-pika/aiormq, nothing replaced), or a comma list of them ("reader").
     bus_fast_path: str = "true"
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)

@@ -1,18 +1,14 @@
-"""The connection under every bus: aio-pika's robust connection, failover, and two fast paths.
+"""The connection under every bus: aio-pika's robust connection, failover, and the reader fast path.
 
-Both fast paths are on by default and each can be turned off
-(``GRID_BUS_FAST_PATH``, docs/fast-paths.md); with neither, the connection is
-aio-pika's own over aiormq's own transport and frame reader.
+The reader fast path (:mod:`shared.frames`) is on by default and off with
+``GRID_BUS_FAST_PATH=false`` (docs/fast-paths.md); without it the connection is
+aio-pika's own over aiormq's own transport and frame reader. With it, the
+connection is given aiormq's own transport through aiormq's public
+``transport_factory`` option, only to mark its reader.
 
-Writing (``writer``): aiormq writes each message to the socket on its own, a
-``send`` system call per message. Profiles of a node answering broadcasts and
-of the search worker put that call at a third of their CPU: a process that
-answers ten queries delivered in one read made ten calls. Here the writes of
-one event-loop iteration are joined and handed to the socket at the end of it,
-in one call, like Nagle's algorithm without its delay: a lone message still
-leaves in the same tick.
-
-Reading (``reader``): see :mod:`shared.frames`.
+A writer that joined the writes of one event-loop tick into one ``send`` was
+measured against aiormq's own writer and did not pay at N = 100 or N = 1000
+(bench/README.md, "The bus's fast paths against stock"): it is gone.
 
 Failover, on every path: a connection is given every broker address of
 ``AMQP_URL`` (the nodes of a cluster). It opens on the first that answers, and
@@ -31,83 +27,29 @@ from aio_pika import RobustConnection
 from aio_pika.abc import ConnectionParameter
 from aio_pika.exceptions import AMQPError
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
-from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
 from shared.frames import adopt, install_frame_receiver
 
-STREAM_LIMIT = 2**16
 CONNECT_SLACK_S = 0.5
 
 
-class CoalescingWriter(asyncio.StreamWriter):
-    """A StreamWriter whose writes within one loop iteration become one socket write."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._pending: list[bytes] = []
-        self._flush_scheduled = False
-
-    def write(self, data: bytes) -> None:
-        self._pending.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._pending:
-            return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        if not self.transport.is_closing():
-            super().write(data)
-
-    # drain() is inherited: it is flow control (wait while the socket's buffer is
-    # full), not a flush, so it does not break up a batch; aiormq calls it after
-    # every published message.
-
-    def close(self) -> None:
-        self._flush()
-        super().close()
-
-
 class FastTransport(TransportFactory):
-    """aiormq's TCP transport with the chosen fast paths: a CoalescingWriter, the frame reader.
+    """aiormq's own TCP or TLS transport, whose reader the frame reader fast path adopts.
 
-    ``amqps://`` keeps aiormq's TLS transport (its reader may still be adopted).
+    Only the reader is marked (:func:`shared.frames.adopt`): aiormq then builds
+    :class:`shared.frames.BufferedFrameReceiver` for this connection alone.
     """
 
+    tcp = TCPTransportFactory()
     tls = TLSTransportFactory()
-
-    def __init__(self, fast_paths: frozenset[str]) -> None:
-        self.reader = "reader" in fast_paths
-        self.writer = "writer" in fast_paths
 
     async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader,
                                                              asyncio.StreamWriter]:
-        if url.scheme == "amqps" or not self.writer:
-            factory = self.tls if url.scheme == "amqps" else TCPTransportFactory()
-            reader, writer = await factory.create(url, **kwargs)
-        else:
-            reader, writer = await self._coalescing(url, **kwargs)
-        if self.reader:
-            adopt(reader)
+        factory = self.tls if url.scheme == "amqps" else self.tcp
+        reader, writer = await factory.create(url, **kwargs)
+        adopt(reader)
         return reader, writer
-
-    @staticmethod
-    async def _coalescing(url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader,
-                                                            asyncio.StreamWriter]:
-        kwargs.pop("ssl_context_provider", None)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: protocol, host=url.host, port=url.port, **kwargs)
-        except OSError as exc:
-            raise AMQPConnectionError(*exc.args) from exc
-        return reader, CoalescingWriter(transport, protocol, reader, loop)
 
 
 class FastRobustConnection(RobustConnection):
@@ -156,10 +98,9 @@ async def connect_robust(urls: list[str], connection_name: str, reconnect_interv
     """
     targets = [URL(url) for url in urls]
     cls, options = RobustConnection, {}
-    if fast_paths:
-        if "reader" in fast_paths:
-            install_frame_receiver()
-        cls, options = FastRobustConnection, {"transport_factory": FastTransport(fast_paths)}
+    if "reader" in fast_paths:
+        install_frame_receiver()
+        cls, options = FastRobustConnection, {"transport_factory": FastTransport()}
     error: Exception | None = None
     for first in range(len(targets)):
         connection = cls(targets[first], client_properties={"connection_name": connection_name},

@@ -24,10 +24,10 @@ from shared import frames
 from shared.bus import Bus
 from shared.frames import WRITTEN_FOR, BufferedFrameReceiver, Delivery
 from shared.settings import BaseGridSettings
-from shared.transport import CoalescingWriter, FastRobustConnection, FastTransport
+from shared.transport import FastRobustConnection, FastTransport
 
-READER = "the bus reader fast path (shared/frames.py, GRID_BUS_FAST_PATH=reader)"
-WRITER = "the bus writer fast path (shared/transport.py, GRID_BUS_FAST_PATH=writer)"
+READER = "the bus reader fast path (shared/frames.py, off with GRID_BUS_FAST_PATH=false)"
+ADOPTING = "the bus reader fast path (shared/transport.py FastTransport, which marks the reader)"
 FAILOVER = "broker failover (shared/transport.py Failover, on every bus path)"
 STOCK_RECEIVER = frames.FrameReceiver  # aiormq's own, as imported before any install
 
@@ -78,16 +78,14 @@ def test_pamqp_unmarshals_to_the_tuples_the_reader_hands_on() -> None:
 def test_aiormq_takes_a_transport_factory() -> None:
     create = inspect.signature(aiormq.connection.TransportFactory.create)
     assert list(create.parameters) == ["self", "url", "kwargs"], (
-        f"{WRITER}: aiormq's TransportFactory.create takes {list(create.parameters)}, "
+        f"{ADOPTING}: aiormq's TransportFactory.create takes {list(create.parameters)}, "
         "not (self, url, **kwargs)")
     assert "transport_factory" in inspect.signature(aiormq.connection.Connection).parameters, (
-        f"{WRITER}: aiormq's Connection takes no transport_factory")
+        f"{ADOPTING}: aiormq's Connection takes no transport_factory")
     assert "self._transport_factory.create(" in _source(aiormq.connection.Connection.connect), (
-        f"{WRITER}: aiormq's Connection.connect no longer opens through its transport factory")
-    assert "ssl_context_provider" in _source(aiormq.connection.Connection.connect), (
-        f"{WRITER}: aiormq no longer passes ssl_context_provider to the transport factory")
+        f"{ADOPTING}: aiormq's Connection.connect no longer opens through its transport factory")
     assert all(isinstance(p, ConnectionParameter) for p in aio_pika.RobustConnection.PARAMETERS), (
-        f"{WRITER}: aio-pika's RobustConnection.PARAMETERS changed shape")
+        f"{ADOPTING}: aio-pika's RobustConnection.PARAMETERS changed shape")
 
 
 def test_aio_pika_reports_drops_and_failed_attempts_to_close_callbacks() -> None:
@@ -102,15 +100,15 @@ def test_aio_pika_reports_drops_and_failed_attempts_to_close_callbacks() -> None
 
 
 @pytest.mark.parametrize(("value", "paths"), [
-    ("true", {"reader", "writer"}), ("false", set()), ("reader", {"reader"}),
-    ("writer, reader", {"reader", "writer"}), ("", set())])
+    ("true", {"reader"}), ("false", set()), ("reader", {"reader"}), ("off", set()),
+    ("", set())])
 def test_the_setting(value: str, paths: set[str]) -> None:
     assert BaseGridSettings(bus_fast_path=value).fast_paths == paths
 
 
 def test_the_setting_rejects_an_unknown_path() -> None:
-    with pytest.raises(ValueError, match="true, false, or a comma list of reader, writer"):
-        BaseGridSettings(bus_fast_path="reader,socket")
+    with pytest.raises(ValueError, match="true, false, or a comma list of reader"):
+        BaseGridSettings(bus_fast_path="reader,writer")
 
 
 async def test_only_adopted_readers_get_the_buffered_receiver() -> None:
@@ -121,14 +119,11 @@ async def test_only_adopted_readers_get_the_buffered_receiver() -> None:
     assert type(aiormq.connection.FrameReceiver(plain)) is STOCK_RECEIVER
 
 
-@pytest.mark.parametrize(("paths", "coalescing", "adopted"), [
-    ({"writer"}, True, False), ({"reader"}, False, True), ({"reader", "writer"}, True, True)])
-async def test_the_transport_gives_each_path_chosen(amqp_url: str, paths: set[str],
-                                                    coalescing: bool, adopted: bool) -> None:
-    reader, writer = await FastTransport(frozenset(paths)).create(URL(amqp_url))
+async def test_the_transport_adopts_its_reader(amqp_url: str) -> None:
+    reader, writer = await FastTransport().create(URL(amqp_url))
     try:
-        assert isinstance(writer, CoalescingWriter) == coalescing
-        assert (reader in frames._adopted) == adopted
+        assert reader in frames._adopted
+        assert type(writer) is asyncio.StreamWriter  # aiormq's own
     finally:
         writer.close()
 
