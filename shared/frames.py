@@ -215,7 +215,7 @@ class BufferedFrameReceiver(FrameReceiver):
             log.exception("a direct consumer failed")
 
 
-# The versions this module was written and measured against (tests/test_fast_path_shape.py).
+# The versions this module was written and measured against (tests/test_fast_path.py).
 WRITTEN_FOR = {"aio-pika": "10.2.1", "aiormq": "7.2.4", "pamqp": "4.0.1"}
 # The readers of the connections opened with the reader fast path (shared.transport).
 _adopted: weakref.WeakSet[asyncio.StreamReader] = weakref.WeakSet()

@@ -70,6 +70,7 @@ class Failover:
     aio-pika reconnects to ``connection.url`` every time, and reports a drop,
     and a failed attempt to reopen, to ``close_callbacks`` before it tries
     again: this callback changes ``url`` there. With one address it does nothing.
+    Options in a URL's query string are read from the first address.
     """
 
     def __init__(self, urls: list[URL], first: int) -> None:

@@ -24,7 +24,7 @@ from shared import frames
 from shared.bus import Bus
 from shared.frames import WRITTEN_FOR, BufferedFrameReceiver, Delivery
 from shared.settings import BaseGridSettings
-from shared.transport import FastRobustConnection, FastTransport
+from shared.transport import Failover, FastRobustConnection, FastTransport
 
 READER = "the bus reader fast path (shared/frames.py, off with GRID_BUS_FAST_PATH=false)"
 ADOPTING = "the bus reader fast path (shared/transport.py FastTransport, which marks the reader)"
@@ -145,3 +145,28 @@ async def test_direct_replies_on_each_path(settings, value: str, connection_clas
         await bus.cancel_raw(tag)
     finally:
         await bus.close()
+
+
+class Closable:
+    """What Failover reads and writes of a connection."""
+
+    def __init__(self) -> None:
+        self.close_called = False
+        self.url: URL | None = None
+
+
+def test_failover_moves_on_once_per_close_and_never_after_close() -> None:
+    urls = [URL("amqp://a/"), URL("amqp://b/"), URL("amqp://c/")]
+    failover, connection = Failover(urls, 0), Closable()
+    error = ConnectionError("dropped")
+    failover(connection, error)
+    assert connection.url == urls[1]
+    failover(connection, error)  # a failed restore reports its error twice
+    assert connection.url == urls[1]
+    failover(connection, ConnectionError("refused"))
+    assert connection.url == urls[2]
+    failover(connection, None)
+    assert connection.url == urls[0]  # round and round
+    connection.close_called = True
+    failover(connection, ConnectionError("closing"))
+    assert connection.url == urls[0]
