@@ -55,7 +55,7 @@ def test_aiormq_builds_its_receiver_by_its_module_level_name() -> None:
         f"{READER}: aiormq's FrameReceiver.__init__ takes {parameters}, not (self, reader)")
 
 
-def test_aiormq_receiver_has_the_attributes_the_buffered_one_keeps() -> None:
+async def test_aiormq_receiver_has_the_attributes_the_buffered_one_keeps() -> None:
     receiver = STOCK_RECEIVER(asyncio.StreamReader())
     for name in ("reader", "started"):
         assert hasattr(receiver, name), f"{READER}: aiormq's FrameReceiver has no .{name}"
