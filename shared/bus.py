@@ -10,9 +10,10 @@ events, which are covered by their caller's deadline instead.
 
 The busiest consumers and publishers (node queries and replies, RPC replies,
 broadcasts) go straight through aiormq under ``fast`` (``consume_raw``,
-``publish_raw``), and the reply queues further still, parsed inside the frame
-reader (``consume_direct``, see :mod:`shared.frames`); the bus renews those
-subscriptions itself after a reconnect.
+``publish_raw``, aiormq's public channel API), and the reply queues further
+still, parsed inside the frame reader (``consume_direct``, see
+:mod:`shared.frames`) with the reader fast path, or by aio-pika's own consumer
+without it; the bus renews the raw subscriptions itself after a reconnect.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
@@ -54,6 +60,8 @@ class Bus:
         self._on_lost: list[Callable[[], None]] = []
         # consumer tag -> (queue, handler) of the raw consumers on ``fast``
         self._raw: dict[str, tuple[str, RawHandler]] = {}
+        # consumer tag -> queue of the direct consumers aio-pika serves (no reader fast path)
+        self._stock: dict[str, AbstractQueue] = {}
         self._closed = False
         # False from a drop until aio-pika has restored every channel, queue,
         # binding and consumer on the new connection.
@@ -92,7 +100,7 @@ class Bus:
         try:
             self.connection = await connect_robust(
                 urls, self.client_name, reconnect_interval_s=RECONNECT_INTERVAL_S,
-                timeout_s=settings.connect_timeout_s)
+                timeout_s=settings.connect_timeout_s, fast_paths=settings.fast_paths)
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             where = f"any of {len(urls)} addresses" if len(urls) > 1 else "its address"
             self.tls_failure = tls_failure(exc)
@@ -149,26 +157,39 @@ class Bus:
         return tag
 
     async def consume_direct(self, queue: str, handler: DirectHandler) -> str:
-        """Like :meth:`consume_raw`, for a synchronous handler of no-ack replies.
+        """Consume ``queue`` (declared on ``fast``) without acks, for a synchronous handler.
 
-        The frame reader parses each delivery and calls ``handler`` itself
-        (:mod:`shared.frames`): no pamqp objects, no channel queue, no task per
-        message. For the reply queues, where a search reads hundreds of replies.
+        With the reader fast path the frame reader parses each delivery and
+        calls ``handler`` itself (:mod:`shared.frames`): no pamqp objects, no
+        channel queue, no task per message; for the reply queues, where a search
+        reads hundreds of replies. Without it, aio-pika's own consumer serves it.
         """
+        if "reader" not in self.settings.fast_paths:
+            return await self._consume_stock(queue, handler)
         tag = f"direct.{uuid.uuid4().hex}"
         deliver_directly(tag, handler)
-
-        async def via_aiormq(message: DeliveredMessage) -> None:  # never used while direct
-            properties = message.header.properties
-            handler(Delivery(message.body, properties.correlation_id, properties.reply_to,
-                             properties.user_id))
-
-        self._raw[tag] = (queue, via_aiormq)
+        self._raw[tag] = (queue, _withdrawn)
         await self._subscribe_raw(tag)
+        return tag
+
+    async def _consume_stock(self, name: str, handler: DirectHandler) -> str:
+        # Passive on the channel that declared it: aio-pika hands back that queue,
+        # which it redeclares and re-consumes after a reconnect.
+        queue = await self.fast.declare_queue(name, passive=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            handler(Delivery(message.body, message.correlation_id, message.reply_to,
+                             message.user_id))
+
+        tag = await queue.consume(on_message, no_ack=True)
+        self._stock[tag] = queue
         return tag
 
     async def cancel_raw(self, tag: str) -> None:
         deliver_directly(tag, None)
+        queue = self._stock.pop(tag, None)
+        if queue is not None and self.ready:
+            await queue.cancel(tag)
         if self._raw.pop(tag, None) is not None and self.ready:
             underlay = await self.fast.get_underlay_channel()
             await underlay.basic_cancel(tag)
@@ -227,6 +248,14 @@ class Bus:
                 await asyncio.wait_for(self.connection.close(), CLOSE_TIMEOUT_S)
             except Exception:  # noqa: BLE001
                 pass
+
+
+async def _withdrawn(message: DeliveredMessage) -> None:
+    """aiormq's handler of a direct consumer: the frame reader takes its deliveries.
+
+    One reaches aiormq only after its handler was withdrawn (the consumer being
+    cancelled, the bus closing): a no-ack reply nobody waits for, dropped.
+    """
 
 
 def deadline_after(seconds: float) -> int:

@@ -6,8 +6,9 @@ property), queues it for the channel's reader task, and starts a task per
 delivered message. A profile of the search worker at N = 1000 put two thirds
 of its CPU there, for replies of which it reads three fields.
 
-:class:`BufferedFrameReceiver` replaces aiormq's receiver in every connection
-of the process (:func:`install_frame_receiver`). It reads whatever the socket
+:class:`BufferedFrameReceiver` replaces aiormq's receiver in the connections
+opened with the reader fast path (:func:`install_frame_receiver`, :func:`adopt`;
+``GRID_BUS_FAST_PATH``, docs/fast-paths.md). It reads whatever the socket
 has and splits every whole frame out of it. Deliveries to a consumer tag
 registered with :func:`deliver_directly` (no-ack consumers with a synchronous
 handler: the reply queues) are parsed with ``struct`` right there and handed
@@ -18,8 +19,10 @@ frame goes to aiormq as before.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import struct
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,10 +215,36 @@ class BufferedFrameReceiver(FrameReceiver):
             log.exception("a direct consumer failed")
 
 
+# The versions this module was written and measured against (tests/test_fast_path.py).
+WRITTEN_FOR = {"aio-pika": "10.2.1", "aiormq": "7.2.4", "pamqp": "4.0.1"}
+# The readers of the connections opened with the reader fast path (shared.transport).
+_adopted: weakref.WeakSet[asyncio.StreamReader] = weakref.WeakSet()
+
+
+def adopt(reader: asyncio.StreamReader) -> None:
+    """Have the connection over ``reader`` read its frames with :class:`BufferedFrameReceiver`."""
+    _adopted.add(reader)
+
+
+def _receiver_for(reader: asyncio.StreamReader) -> FrameReceiver:
+    """The receiver aiormq builds for a new connection: ours for adopted readers, else its own."""
+    if reader in _adopted:
+        return BufferedFrameReceiver(reader)
+    return FrameReceiver(reader)
+
+
 def install_frame_receiver() -> None:
-    """Make aiormq build :class:`BufferedFrameReceiver` for every new connection.
+    """Make aiormq build :class:`BufferedFrameReceiver` for the connections over adopted readers.
 
     aiormq names its receiver class at module level and offers no option for
-    it; connections opened through :mod:`shared.transport` install it first.
+    it; every other connection of the process keeps aiormq's own receiver.
+    Nothing is replaced until a connection with the reader fast path opens.
     """
-    aiormq.connection.FrameReceiver = BufferedFrameReceiver
+    if aiormq.connection.FrameReceiver is _receiver_for:
+        return
+    for package, version in WRITTEN_FOR.items():
+        installed = importlib.metadata.version(package)
+        if installed != version:
+            log.warning("the bus reader fast path was written for %s %s, not %s; "
+                        "GRID_BUS_FAST_PATH=false runs without it", package, version, installed)
+    aiormq.connection.FrameReceiver = _receiver_for

@@ -101,7 +101,7 @@ class RpcClient:
     """Sends requests to work queues and awaits the correlated replies.
 
     One exclusive reply queue per process; calls run concurrently, each with
-    its own deadline; stray and late replies are counted and dropped.
+    its own deadline; stray and late replies are dropped.
     """
 
     def __init__(self, bus: Bus, names: Names, owner: str) -> None:
@@ -109,7 +109,6 @@ class RpcClient:
         self.names = names
         self.reply_queue_name = names.reply_queue(owner, uuid.uuid4().hex[:12])
         self._pending: dict[str, asyncio.Future[dict]] = {}
-        self.stray_replies = 0
         # Secure mode: requests carry this process's user; replies count only from the gateway's.
         self.gate = RequestGate(bus.settings)
         self.user_id = stamp(bus.settings)
@@ -174,8 +173,8 @@ class RpcClient:
 
     def _on_reply(self, message: Delivery) -> None:
         future = self._pending.get(message.correlation_id or "")
+        # Stray or late (its caller gave up), or not from the gateway's own users.
         if future is None or future.done() or not self.gate.from_gateway(message.user_id):
-            self.stray_replies += 1
             return
         try:
             reply = codec.loads(message.body)

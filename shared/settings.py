@@ -74,6 +74,28 @@ def _names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
+FAST_PATHS = frozenset({"reader"})
+
+
+def parse_fast_paths(value: str) -> frozenset[str]:
+    """``GRID_BUS_FAST_PATH``: true/false, or a comma list of the fast paths to use."""
+    word = value.strip().lower()
+    if word in ("true", "on", "yes", "1"):
+        return FAST_PATHS
+    if word in ("false", "off", "no", "0", ""):
+        return frozenset()
+    chosen = frozenset(part.strip() for part in word.split(",") if part.strip())
+    if not chosen <= FAST_PATHS:
+        raise ValueError("GRID_BUS_FAST_PATH is true, false, or a comma list of "
+                         f"{', '.join(sorted(FAST_PATHS))}")
+    return chosen
+
+
+def check_fast_paths(value: str) -> str:
+    parse_fast_paths(value)
+    return value
+
+
 class BaseGridSettings(BaseSettings):
     """What every process on the bus needs: where the broker is and the namespace."""
 
@@ -121,8 +143,12 @@ class BaseGridSettings(BaseSettings):
     amqp_cafile: OptionalFile = None
     amqp_certfile: OptionalFile = None
     amqp_keyfile: OptionalFile = None
+    # The bus's fast I/O paths (docs/fast-paths.md): "true" (all), "false" (stock
+    # aio-pika/aiormq, nothing replaced), or a comma list of them ("reader").
+    bus_fast_path: str = "true"
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_urls)
+    _check_bus_fast_path = field_validator("bus_fast_path")(check_fast_paths)
 
     @field_validator("amqp_cafile", "amqp_certfile", "amqp_keyfile")
     @classmethod
@@ -157,6 +183,11 @@ class BaseGridSettings(BaseSettings):
     def bridge_user_set(self) -> frozenset[str]:
         """The broker users of HTTP bridges (secure mode)."""
         return frozenset(_names(self.bridge_users))
+
+    @property
+    def fast_paths(self) -> frozenset[str]:
+        """The fast I/O paths this process uses (empty: stock aio-pika and aiormq)."""
+        return parse_fast_paths(self.bus_fast_path)
 
 
 class MembershipSettings(BaseGridSettings):

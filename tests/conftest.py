@@ -118,11 +118,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
 
 
 @pytest.fixture
-def settings(amqp_url: str, namespace: str, tmp_path) -> Callable[..., object]:
+def settings(amqp_url: str, namespace: str, tmp_path, bus_fast_path: str
+             ) -> Callable[..., object]:
     """Build any service's settings for this test's broker and namespace."""
 
     def make(cls: type, **overrides: object) -> object:
         base = {"amqp_url": amqp_url, "namespace": namespace, "log_level": "WARNING"}
+        base["bus_fast_path"] = bus_fast_path
         if cls is RegistrySettings:
             base["database_url"] = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
         return cls(**{**base, **overrides})
@@ -149,6 +151,29 @@ async def gateway(harness: Harness) -> Gateway:
 @pytest.fixture
 def client(gateway: Gateway) -> httpx.AsyncClient:
     return gateway.client
+
+
+# --- the bus's two I/O paths (docs/fast-paths.md) --------------------------------------
+
+BUS_PATHS = {"fast": "true", "stock": "false"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_bus_paths: run the test on the bus's fast paths "
+                            "and again on stock aio-pika/aiormq (GRID_BUS_FAST_PATH=false)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_bus_paths`` run once per bus path: ``[fast]`` and ``[stock]``."""
+    if ("bus_fast_path" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_bus_paths")):
+        metafunc.parametrize("bus_fast_path", list(BUS_PATHS.values()), ids=list(BUS_PATHS))
+
+
+@pytest.fixture
+def bus_fast_path() -> str:
+    """The bus path of this test's services: the environment's (default: the fast paths)."""
+    return os.environ.get("GRID_BUS_FAST_PATH", "true")
 
 
 __all__ = ["ApiSettings", "NodeSettings", "RegistrySettings", "SearchSettings"]

@@ -17,7 +17,8 @@ import pytest
 from tests.harness import Gateway, Harness, eventually
 from tests.private_broker import PrivateBroker
 
-pytestmark = pytest.mark.slow
+# Reconnecting restores aio-pika's consumers and the bus's own: run on both bus paths.
+pytestmark = [pytest.mark.slow, pytest.mark.both_bus_paths]
 
 # A short TTL, so that the outage (a few seconds) outlives it: after the
 # restart a node is live again only if its heartbeats really flow again.

@@ -23,7 +23,8 @@ from tests.harness import Gateway, Harness, eventually
 from tests.private_broker import PrivateCluster, require_rabbitmq_scripts
 from tests.traffic import Outcome, Search, Traffic
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Failover to the next address: run on both bus paths.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.both_bus_paths]
 
 QUORUM = {"queue_type": "quorum"}
 RPC_TIMEOUT_S = 3.0

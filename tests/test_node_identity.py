@@ -61,6 +61,7 @@ async def node_users(namespace: str) -> AsyncIterator[dict[str, str]]:
             await rabbitmqctl("delete_user", user)
 
 
+@pytest.mark.both_bus_paths  # user_id as the reply consumer reads it on each path
 async def test_replies_and_heartbeats_only_count_from_the_nodes_own_user(
         harness: Harness, amqp_url: str, namespace: str, node_users: dict[str, str]) -> None:
     alice, mallory, password = node_users["alice"], node_users["mallory"], node_users["password"]

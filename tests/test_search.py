@@ -19,6 +19,8 @@ from tests.harness import WAIT_S, Gateway, Harness, eventually
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 INVALID_FIELDS = {"message": "Invalid json fields."}
 SEARCH_TIMEOUT_S = 0.6
+# The search path is the bus's busiest: run on both bus paths (docs/fast-paths.md).
+pytestmark = pytest.mark.both_bus_paths
 
 
 def inventory(name: str) -> dict:
