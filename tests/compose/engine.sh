@@ -4,6 +4,7 @@
 # the Dockerfile name (no container registry is reachable here). Idempotent: what exists is
 # kept, so a second run only checks. Run as root (rootful podman).
 #   tests/compose/engine.sh prepare    # everything below, in order
+#   tests/compose/engine.sh packages   # only the packages (scripts/test calls this)
 #   tests/compose/engine.sh images     # only the stand-in images
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -90,8 +91,9 @@ main() {
   [ "$(id -u)" = 0 ] || { log "must run as root (rootful podman)"; exit 1; }
   case "${1:-prepare}" in
     prepare) install_packages; configure_engine; build_images ;;
+    packages) install_packages ;;
     images) build_images ;;
-    *) log "usage: $0 [prepare|images]"; exit 2 ;;
+    *) log "usage: $0 [prepare|packages|images]"; exit 2 ;;
   esac
 }
 
