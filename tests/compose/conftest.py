@@ -15,8 +15,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.compose.engine import Engine, EngineError, podman
-from tests.compose.stack import Stack, StackError
+from tests.compose.stack import Launcher, Stack, StackError
 
+# Test module -> the project it runs: (profile, `up -d` arguments, seconds to become ready).
+PLANS: dict[str, tuple[str | None, tuple[str, ...], float]] = {
+    "test_default_stack": (None, (), 180.0),
+    "test_cluster_stack": ("cluster", ("--scale", "cluster-api=2", "cluster-proxy",
+                                       "cluster-registry", "cluster-search"), 240.0),
+}
 IMAGE = "grid-gateway:latest"  # the compose file's image: name
 
 
@@ -76,4 +82,18 @@ def gateway_image(engine: Engine) -> str:
     if before and before != after:
         podman("rmi", before, check=False)
     return after or IMAGE
+
+
+
+@pytest.fixture(scope="session")
+def launcher(request: pytest.FixtureRequest, engine: Engine,
+             gateway_image: str) -> Iterator[Launcher]:
+    """The projects of every selected test module, started side by side at once."""
+    selected = {item.module.__name__.rpartition(".")[2] for item in request.session.items}
+    running = Launcher(engine.service.docker_host,
+                       {name: plan for name, plan in PLANS.items() if name in selected})
+    try:
+        yield running
+    finally:
+        running.down_all()
 

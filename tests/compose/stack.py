@@ -13,7 +13,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,42 @@ class Stack:
             log = log.stdout + log.stderr
             lines.append(f"--- {container['Names'][0]} ({container['Status']})\n{log}")
         return "\n".join(lines)
+
+
+class Launcher:
+    """Starts several projects side by side (their start-up is mostly waiting on each other's
+    healthchecks), hands each to its tests, and takes down whatever is left at the end."""
+
+    def __init__(self, docker_host: str,
+                 plans: dict[str, tuple[str | None, tuple[str, ...], float]]) -> None:
+        self.stacks = {name: Stack(docker_host, profile) for name, (profile, _, _)
+                       in plans.items()}
+        self._pool = ThreadPoolExecutor(max_workers=max(len(plans), 1))
+        self._started = {name: self._pool.submit(self.stacks[name].start, *args, within=within)
+                         for name, (_, args, within) in plans.items()}
+
+    def get(self, name: str) -> Stack:
+        """The started project ``name``; its start-up's error if it failed."""
+        self._started[name].result(timeout=COMPOSE_TIMEOUT_S * 2)
+        return self.stacks[name]
+
+    def lease(self, name: str) -> Iterator[Stack]:
+        """For a module's fixture: project ``name``, taken down after, also on failure."""
+        try:
+            yield self.get(name)
+        finally:
+            self.down(name)
+
+    def down(self, name: str) -> None:
+        """Take one project down (once), after its start-up has ended either way."""
+        stack = self.stacks.pop(name, None)
+        if stack is not None:
+            wait([self._started[name]], timeout=COMPOSE_TIMEOUT_S * 2)
+            stack.down()
+
+    def down_all(self) -> None:
+        try:
+            for name in list(self.stacks):
+                self.down(name)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -10,26 +10,19 @@ import httpx
 import pytest
 
 from tests.compose.checks import container_metric, management
-from tests.compose.engine import Engine, podman
-from tests.compose.stack import Stack, wait_for
+from tests.compose.engine import podman
+from tests.compose.stack import Launcher, Stack, wait_for
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 
 BROKERS = ("rabbit-1", "rabbit-2", "rabbit-3")
-READY_S = 240.0
 FAILOVER_S = 60.0
 RPCS = "grid_api_rpc_seconds_count"  # each API replica's round trips to the workers
 
 
 @pytest.fixture(scope="module")
-def stack(engine: Engine, gateway_image: str) -> Iterator[Stack]:
-    project = Stack(engine.service.docker_host, profile="cluster")
-    try:
-        project.start("--scale", "cluster-api=2", "cluster-proxy", "cluster-registry",
-                      "cluster-search", within=READY_S)
-        yield project
-    finally:
-        project.down()
+def stack(launcher: Launcher) -> Iterator[Stack]:
+    yield from launcher.lease("test_cluster_stack")
 
 
 @pytest.fixture

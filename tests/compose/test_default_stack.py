@@ -19,8 +19,8 @@ from tests.compose.checks import (
     management,
     psql,
 )
-from tests.compose.engine import Engine, podman
-from tests.compose.stack import Stack, wait_for
+from tests.compose.engine import podman
+from tests.compose.stack import Launcher, Stack, wait_for
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 
@@ -33,13 +33,8 @@ HANDLED = "grid_worker_message_seconds_count"
 
 
 @pytest.fixture(scope="module")
-def stack(engine: Engine, gateway_image: str) -> Iterator[Stack]:
-    project = Stack(engine.service.docker_host)
-    try:
-        project.start(within=READY_S)
-        yield project
-    finally:
-        project.down()
+def stack(launcher: Launcher) -> Iterator[Stack]:
+    yield from launcher.lease("test_default_stack")
 
 
 @pytest.fixture
