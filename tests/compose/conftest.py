@@ -42,7 +42,7 @@ def _cannot_run() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine() -> Iterator[Engine]:
     """podman serving Docker's API on a socket of its own, healthchecks run; stopped after."""
     if os.environ.get("GRID_TEST_COMPOSE") == "0":
@@ -69,7 +69,7 @@ def _image_id() -> str | None:
     return found or None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway_image(engine: Engine) -> str:
     """The project's Dockerfile built for real (grid-gateway:latest); the image it replaces
     is removed when nothing uses it."""
@@ -84,8 +84,7 @@ def gateway_image(engine: Engine) -> str:
     return after or IMAGE
 
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def launcher(request: pytest.FixtureRequest, engine: Engine,
              gateway_image: str) -> Iterator[Launcher]:
     """The projects of every selected test module, started side by side at once."""

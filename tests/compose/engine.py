@@ -110,11 +110,12 @@ class HealthcheckRunner:
     def stop(self) -> None:
         """Stop the loop and wait for the checks in flight (each bounded)."""
         self._stop.set()
-        self._thread.join(timeout=CHECK_TIMEOUT_S + 5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=CHECK_TIMEOUT_S + 5)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(1.0):
             try:
                 for container, status in self._checked_containers():
                     if self._due(container, status):

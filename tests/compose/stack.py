@@ -161,8 +161,11 @@ class Launcher:
                          for name, (_, args, within) in plans.items()}
 
     def get(self, name: str) -> Stack:
-        """The started project ``name``; its start-up's error if it failed."""
-        self._started[name].result(timeout=COMPOSE_TIMEOUT_S * 2)
+        """The started project ``name``, once every start-up has ended: containers starting
+        in one project make podman's DNS reload for all (a 502 through the cluster proxy was
+        seen once while the other project was still starting). Its start-up's error if any."""
+        wait(self._started.values(), timeout=COMPOSE_TIMEOUT_S * 2)
+        self._started[name].result(timeout=0)
         return self.stacks[name]
 
     def lease(self, name: str) -> Iterator[Stack]:

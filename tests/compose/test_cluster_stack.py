@@ -53,7 +53,8 @@ def test_the_proxy_spreads_requests_over_two_api_replicas(
     before = rpcs_by_replica(stack)
     for number in range(40):
         answer = proxy.post("/search-model", json={"model_id": f"spread-{number}"})
-        assert answer.status_code == 200 and answer.json() == [], answer.text
+        assert answer.status_code == 200 and answer.json() == [], (
+            f"{answer.text}\n{stack.logs_tail()}")
     after = rpcs_by_replica(stack)
     shares = {c: after[c] - before.get(c, 0) for c in after}
     assert all(share > 0 for share in shares.values()), f"one replica got all: {shares}"
