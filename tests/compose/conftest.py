@@ -96,3 +96,9 @@ def launcher(request: pytest.FixtureRequest, engine: Engine,
     finally:
         running.down_all()
 
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, launcher: Launcher) -> Iterator[Stack]:
+    """The project of the requesting test module (PLANS), taken down after its tests."""
+    yield from launcher.lease(request.module.__name__.rpartition(".")[2])

@@ -137,6 +137,10 @@ class Stack:
     def url(self, variable: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[variable]}{path}"
 
+    def client(self, variable: str) -> httpx.Client:
+        """An HTTP client of what the project publishes on the port ``variable`` names."""
+        return httpx.Client(base_url=self.url(variable), timeout=30)
+
     def logs_tail(self) -> str:
         """The last lines of every container's log, for a failure's message."""
         lines = []

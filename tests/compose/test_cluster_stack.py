@@ -11,7 +11,7 @@ import pytest
 
 from tests.compose.checks import container_metric, management
 from tests.compose.engine import podman
-from tests.compose.stack import Launcher, Stack, wait_for
+from tests.compose.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 
@@ -20,14 +20,9 @@ FAILOVER_S = 60.0
 RPCS = "grid_api_rpc_seconds_count"  # each API replica's round trips to the workers
 
 
-@pytest.fixture(scope="module")
-def stack(launcher: Launcher) -> Iterator[Stack]:
-    yield from launcher.lease("test_cluster_stack")
-
-
 @pytest.fixture
 def proxy(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url("GRID_PROXY_PORT"), timeout=30) as client:
+    with stack.client("GRID_PROXY_PORT") as client:
         yield client
 
 
