@@ -107,8 +107,10 @@ def run_proxy_script(tmp_path: Path, resolv_conf: str) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize(("resolv_conf", "resolver"), [
     ("nameserver 127.0.0.11\noptions ndots:0\n", "resolver 127.0.0.11 valid=5s ipv6=off;"),
-    ("search dns.podman\nnameserver 10.89.0.1\nnameserver fd00::1\n",
-     "resolver 10.89.0.1 [fd00::1] valid=5s ipv6=off;"),
+    # Only the network's own server: nginx would ask the host's in turn, which knows no service.
+    ("search dns.podman\nnameserver 10.89.0.1\nnameserver 192.0.2.53\n",
+     "resolver 10.89.0.1 valid=5s ipv6=off;"),
+    ("nameserver fd00::1\nnameserver 10.89.0.1\n", "resolver [fd00::1] valid=5s ipv6=off;"),
 ])
 def test_the_proxy_script_writes_the_resolv_conf_nameservers(
         tmp_path: Path, resolv_conf: str, resolver: str) -> None:
