@@ -61,7 +61,9 @@ def test_the_proxy_resolves_through_the_containers_own_dns(stack: Stack) -> None
                    .splitlines() if line.startswith("nameserver")]
     resolver = stack.exec(container, "cat", "/etc/nginx/conf.d/00-resolver.conf").split()
     assert nameservers and resolver[0] == "resolver", resolver
-    assert [s.strip("[]") for s in resolver[1:-2]] == nameservers, (resolver, nameservers)
+    # Only the first, the network's own server: podman lists the host's after it, which knows
+    # no service name, and nginx would ask it every other time.
+    assert [s.strip("[]") for s in resolver[1:-2]] == nameservers[:1], (resolver, nameservers)
 
 
 def answers(proxy: httpx.Client) -> bool:
