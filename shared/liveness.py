@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from shared import codec
 from shared.bus import Bus
-from shared.contracts import Heartbeat, MembershipEvent
+from shared.contracts import Heartbeat, MembershipDelta, MembershipEvent
 from shared.errors import InvalidRequest
-from shared.topology import EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
+from shared.topology import DELTA_KEY, EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,53 @@ class Liveness:
         return gone
 
 
+class Expiry:
+    """When each node was last heard, oldest first, so that finding the silent costs O(silent).
+
+    ``touch`` moves a node to the back; ``due`` pops from the front every node
+    silent for longer than the TTL. Times come from one monotonic clock, so the
+    order of touches is the order of times.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._heard: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._heard
+
+    def touch(self, node_id: str, now: float) -> None:
+        self._heard[node_id] = now
+        self._heard.move_to_end(node_id)
+
+    def drop(self, node_id: str) -> None:
+        self._heard.pop(node_id, None)
+
+    def next_due(self) -> float | None:
+        """When the oldest node turns silent unless heard again (None: nobody is heard)."""
+        for heard in self._heard.values():
+            return heard + self.ttl_s
+        return None
+
+    def due(self, now: float) -> Iterator[str]:
+        """Pop and yield the nodes silent for longer than the TTL at ``now``."""
+        heard = self._heard
+        while heard:
+            node_id, at = next(iter(heard.items()))
+            if now - at <= self.ttl_s:
+                return
+            del heard[node_id]
+            yield node_id
+
+
 EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
 HeartbeatHandler = Callable[[Heartbeat], None]
 
 
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
-                           on_heartbeat: HeartbeatHandler) -> None:
-    """Follow heartbeats and membership events through a private, auto-deleted queue.
+                           on_heartbeat: HeartbeatHandler | None = None) -> None:
+    """Follow membership events (and heartbeats, with ``on_heartbeat``) through a private,
+    auto-deleted queue.
 
     With ``verify_node_user`` set, a heartbeat counts only when the broker-validated
     ``user_id`` of the message is the node's id (each node has its own broker user).
@@ -86,7 +127,8 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
     exchange = await declare_events(channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     # "#", not "*": node ids may contain dots, which split routing-key words.
-    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
+    if on_heartbeat is not None:
+        await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
     await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
 
     async def on_message(message: AbstractIncomingMessage) -> None:
@@ -128,11 +170,13 @@ class EventPublisher:
         else:
             self._exchange = await declare_events(self.bus.fast, self.names)
 
-    async def publish(self, event: MembershipEvent | Heartbeat) -> None:
+    async def publish(self, event: MembershipEvent | Heartbeat | MembershipDelta) -> None:
         if self._exchange is None or not self.bus.ready:
             return
         if isinstance(event, Heartbeat):
             key = HEARTBEAT_KEY.format(node_id=event.node_id)
+        elif isinstance(event, MembershipDelta):
+            key = DELTA_KEY
         else:
             key = EVENT_KEY.format(kind=event.kind)
         message = aio_pika.Message(

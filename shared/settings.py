@@ -128,6 +128,8 @@ class ApiSettings(CachingSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Host choices are made here, from the API's membership view (as GRID_N_REPLICA says).
+    n_replica: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Unset: the API is open, as in the original gateway. Set: /join and
     # /delete-node need "Authorization: Bearer <token>".
@@ -152,7 +154,7 @@ class ApiSettings(CachingSettings):
     api_workers: int = Field(default=1, ge=1)
 
 
-class RegistrySettings(BaseGridSettings):
+class RegistrySettings(MembershipSettings):
     """The worker that owns the node store."""
 
     database_url: str = "sqlite:///" + str(Path("data") / "registry.sqlite3")
@@ -161,6 +163,8 @@ class RegistrySettings(BaseGridSettings):
     n_replica: int = Field(default=1, ge=1)
     prefetch: int = Field(default=32, ge=1)
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    # The liveness owner gathers membership changes this long into one delta.
+    membership_batch_s: float = Field(default=0.01, ge=0)
 
 
 class SearchSettings(CachingSettings):

@@ -26,7 +26,8 @@ MODELS = [
     contracts.JoinRequest, contracts.DeleteRequest, contracts.SearchRequest, contracts.SearchResult,
     contracts.Done, contracts.ListRequest, contracts.NodeRecord, contracts.NodeList,
     contracts.ChooseHostsRequest, contracts.HostChoice, contracts.EncryptedModelHosts,
-    contracts.EncryptedHost,
+    contracts.EncryptedHost, contracts.NodeState, contracts.MembershipDelta,
+    contracts.MembershipRequest, contracts.MembershipSnapshot,
 ]
 
 
@@ -84,7 +85,7 @@ def test_enums_match_literals() -> None:
 def test_operation_types() -> None:
     text = DOC_PATH.read_text(encoding="utf-8")
     operations = [contracts.JOIN, contracts.DELETE, contracts.LIST_NODES, contracts.CHOOSE_HOSTS,
-                  contracts.SEARCH, contracts.NODE_QUERY]
+                  contracts.MEMBERSHIP, contracts.SEARCH, contracts.NODE_QUERY]
     for op in operations:
         assert op in text
     channels = DOC["channels"]
@@ -95,7 +96,7 @@ def test_operation_types() -> None:
         return [resolve(ref, MESSAGES, "#/components/messages/")["bindings"]["amqp"]["messageType"]
                 for ref in refs]
 
-    assert types(NAMES.registry_queue, "publish") == operations[:4]
+    assert types(NAMES.registry_queue, "publish") == operations[:5]
     assert types(NAMES.search_queue, "publish") == [contracts.SEARCH]
     assert types(NAMES.broadcast_exchange, "subscribe") == [contracts.NODE_QUERY]
     assert types(NAMES.node_queue("{nodeId}"), "subscribe") == [contracts.NODE_QUERY]

@@ -86,6 +86,10 @@ async def test_replies_and_heartbeats_only_count_from_the_nodes_own_user(
     for _ in range(3):
         response = await gateway.client.get("/search-available-models")
         assert response.json() == ["good-model"]
+    for i in range(3):  # each a broadcast: an encrypted-model search asks every node
+        response = await gateway.client.post("/search-encrypted-model",
+                                             json={"model_id": f"absent-{i}"})
+        assert response.json() == {}
     impostors = gateway.searches[0].metrics.registry.get_sample_value(
         "grid_search_replies_dropped_total", {"reason": "impostor"})
     assert impostors >= 1

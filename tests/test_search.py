@@ -187,9 +187,12 @@ async def test_reply_from_a_node_that_never_joined_is_not_counted(
                     routing_key=message.reply_to)
 
         await queue.consume(rogue, no_ack=True)
-        responses = [await network.client.get("/search-available-models") for _ in range(5)]
+        # Each a broadcast: an encrypted-model search asks every node, and none repeats.
+        responses = [await network.client.post("/search-encrypted-model",
+                                               json={"model_id": f"absent-{i}"})
+                     for i in range(5)]
     assert all(counts(response) == ("3", "3") for response in responses)
-    assert not any("evil-model" in response.json() for response in responses[1:])
+    assert all(response.json() == {} for response in responses)
     search = network.searches[0].metrics.registry
     assert search.get_sample_value("grid_search_replies_dropped_total",
                                    {"reason": "unexpected"}) >= 1

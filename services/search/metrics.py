@@ -19,7 +19,7 @@ class SearchMetrics(WorkerMetrics):
                              "Nodes asked, answered, and timed out across searches.",
                              ["outcome"], registry=self.registry)
         self.replies_dropped = Counter("grid_search_replies_dropped_total",
-                                       "Node replies ignored: late, malformed or unexpected.",
+                                       "Node replies ignored, by reason.",
                                        ["reason"], registry=self.registry)
         self.coalesced = Counter("grid_search_coalesced_total",
                                  "Searches answered by an identical search already in flight.",
