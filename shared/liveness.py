@@ -93,6 +93,10 @@ class Expiry:
     def drop(self, node_id: str) -> None:
         self._heard.pop(node_id, None)
 
+    def heard_at(self, node_id: str) -> float | None:
+        """When the node was last heard (on the clock of ``touch``), None if it is not."""
+        return self._heard.get(node_id)
+
     def next_due(self) -> float | None:
         """When the oldest node turns silent unless heard again (None: nobody is heard)."""
         for heard in self._heard.values():

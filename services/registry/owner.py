@@ -61,6 +61,7 @@ class LivenessOwner:
         self.clock = clock
         self.active = False
         self.epoch, self.seq = "", 0
+        self.acquired_at = 0.0  # when this worker last took liveness over (on ``clock``)
         self.nodes: dict[str, NodeState] = {}
         ttl = settings.node_ttl_s
         self.live, self.heard, self.own = Expiry(ttl), Expiry(ttl), Expiry(ttl)
@@ -140,6 +141,7 @@ class LivenessOwner:
     async def _take_over(self) -> None:
         """Every registered node, with what the follower view knew of it, and a TTL of grace."""
         now, known = self.clock(), self.follower.nodes
+        self.acquired_at = now
         ttl = self.settings.node_ttl_s
         self.live, self.heard, self.own = Expiry(ttl), Expiry(ttl), Expiry(ttl)
         self.nodes, self._changed, self._left = {}, set(), set()
