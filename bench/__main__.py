@@ -75,6 +75,9 @@ def finish(session: Session) -> None:
     if session.args.compare_url:
         print()
         print(report.side_by_side(session.results))
+    sizes = scale.growth(session.meta)
+    if sizes:
+        print("\n" + "\n".join(sizes))
     checks = report.target_checks(session.results, session.meta["search_timeout_s"])
     checks += scale.checks(session.meta)
     if checks:

@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
                                 description="Benchmark the grid gateway's HTTP API.")
     p.add_argument("--preset", choices=["quick", "full", "scale"],
                    help="a predefined matrix (overrides --nodes/--routes/--concurrency)")
+    p.add_argument("--scale-sizes", type=_csv_ints, default=list(SCALE_SIZES),
+                   help="fleet sizes of --preset scale (default 100,1000,10000)")
     p.add_argument("--nodes", type=_csv_ints, default=[10, 100], help="fleet sizes, e.g. 10,100")
     p.add_argument("--concurrency", type=_csv_ints, default=[1, 16], help="e.g. 1,16")
     p.add_argument("--routes", type=_csv_routes, default=_csv_routes(DEFAULT_ROUTES),
@@ -140,16 +142,14 @@ SCALE_ROUTES = ["search", "search-distinct", "search-model", "connected"]
 SCALE_FLEET_PROCESSES = 4
 
 
-def scale_preset() -> tuple[list[Scenario], float]:
+def scale_preset(sizes: list[int]) -> tuple[list[Scenario], float]:
     """N = 100, 1,000, 10,000: idle CPU and RSS, join storm, the main routes at c = 16."""
     runs = ordered_runs(SCALE_ROUTES, [16], 5.0, None)
-    return [Scenario(nodes, 0, list(runs)) for nodes in SCALE_SIZES], 1.0
+    return [Scenario(nodes, 0, list(runs)) for nodes in sizes], 1.0
 
 
 def preset(name: str) -> tuple[list[Scenario], float]:
     """Scenarios of a preset, and its warm-up seconds."""
-    if name == "scale":
-        return scale_preset()
     quick = name == "quick"
     duration = 3.0 if quick else 10.0
     sizes = (10, 100) if quick else (10, 100, 1000)
@@ -187,11 +187,12 @@ def for_target(scenarios: list[Scenario]) -> list[Scenario]:
 
 
 def build(args: argparse.Namespace) -> tuple[list[Scenario], float]:
-    if args.preset:
+    if args.preset == "scale":
+        scenarios, warmup = scale_preset(args.scale_sizes)
+        args.fleet_processes = args.fleet_processes or SCALE_FLEET_PROCESSES
+        args.idle = max(args.idle, 10.0)
+    elif args.preset:
         scenarios, warmup = preset(args.preset)
-        if args.preset == "scale":
-            args.fleet_processes = args.fleet_processes or SCALE_FLEET_PROCESSES
-            args.idle = max(args.idle, 10.0)
     else:
         scenarios, warmup = custom(args), args.warmup
     if args.target_url:

@@ -122,6 +122,22 @@ def checks(meta: dict) -> list[str]:
     return lines
 
 
+def growth(meta: dict) -> list[str]:
+    """Idle CPU (ms/s), RSS (MB) and join time per fleet size, as the growth table shows them."""
+    idle, rss, joins = (meta.get(key, {}) for key in ("idle_cpu_ms_per_s", "rss_mb", "join_s"))
+    if not rss:
+        return []
+    groups = ("api", "registry", "search", "broker")
+    lines = ["size     | idle ms/s " + " ".join(f"{g:>8}" for g in groups)
+             + " | RSS MB " + " ".join(f"{g:>8}" for g in groups) + " | join s"]
+    for label in rss:
+        cpu = idle.get(label, {})
+        lines.append(f"{label:<8} |           " + " ".join(f"{_s(cpu.get(g)):>8}" for g in groups)
+                     + " |        " + " ".join(f"{_s(rss[label].get(g)):>8}" for g in groups)
+                     + f" | {_s(joins.get(label))}")
+    return lines
+
+
 def _line(ok: bool, text: str) -> str:
     return f"{'PASS' if ok else 'FAIL'}  {text}"
 
