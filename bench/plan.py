@@ -74,7 +74,7 @@ def _connections(text: str) -> int | str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench",
                                 description="Benchmark the grid gateway's HTTP API.")
-    p.add_argument("--preset", choices=["quick", "full", "scale"],
+    p.add_argument("--preset", choices=["quick", "full", "scale", "soak"],
                    help="a predefined matrix (overrides --nodes/--routes/--concurrency)")
     p.add_argument("--scale-sizes", type=_csv_ints, default=list(SCALE_SIZES),
                    help="fleet sizes of --preset scale (default 100,1000,10000)")
@@ -148,6 +148,14 @@ def scale_preset(sizes: list[int]) -> tuple[list[Scenario], float]:
     return [Scenario(nodes, 0, list(runs)) for nodes in sizes], 1.0
 
 
+SOAK_NODES, SOAK_MINUTES = 1000, 10
+
+
+def soak_preset() -> tuple[list[Scenario], float]:
+    """Ten one-minute runs of distinct searches under churn: RSS after each (minute 1 vs 10)."""
+    return [Scenario(SOAK_NODES, 0, [RunSpec("soak", 16, 60.0)] * SOAK_MINUTES)], 1.0
+
+
 def preset(name: str) -> tuple[list[Scenario], float]:
     """Scenarios of a preset, and its warm-up seconds."""
     quick = name == "quick"
@@ -191,6 +199,9 @@ def build(args: argparse.Namespace) -> tuple[list[Scenario], float]:
         scenarios, warmup = scale_preset(args.scale_sizes)
         args.fleet_processes = args.fleet_processes or SCALE_FLEET_PROCESSES
         args.idle = max(args.idle, 10.0)
+    elif args.preset == "soak":
+        scenarios, warmup = soak_preset()
+        args.fleet_processes = args.fleet_processes or SCALE_FLEET_PROCESSES
     elif args.preset:
         scenarios, warmup = preset(args.preset)
     else:

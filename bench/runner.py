@@ -83,6 +83,9 @@ async def run_scenario(session: Session, scenario: Scenario) -> None:
                 if route(run.route).churn and target.churn is None:
                     continue  # another gateway's nodes cannot be made to churn
                 session.add(await measure(session, target, run))
+                if args.preset == "soak" and target.check:
+                    session.meta.setdefault("rss_series", []).append(
+                        scale.rss_mb(session.cpu_groups(target)))
         if stack is not None and args.preset == "scale":
             await liveness_probe(session, scenario, stack)
     finally:

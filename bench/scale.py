@@ -27,6 +27,7 @@ IDLE_GROUPS = ("broker", "api", "registry", "search")
 JOIN_LIMIT_S = 20.0
 BIG = 10000
 POLL_S = 0.002
+SOAK_TOLERANCE = 0.10
 
 
 def rss_mb(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
@@ -112,6 +113,7 @@ def checks(meta: dict) -> list[str]:
     if joined is not None:
         lines.append(_line(joined <= JOIN_LIMIT_S,
                            f"join storm {label}: {joined:.1f} s <= {JOIN_LIMIT_S:g}"))
+    lines += soak_check(meta)
     for size, probe in meta.get("liveness", {}).items():
         offline, ttl = probe.get("offline_s"), probe.get("ttl_s")
         lines.append(_line(offline is not None and offline <= ttl,
@@ -119,6 +121,21 @@ def checks(meta: dict) -> list[str]:
         stale = probe.get("stale_ms")
         lines.append(_line(stale is not None, f"inventory change found {size}: "
                            f"{_s(stale)} ms after the announcement"))
+    return lines
+
+
+def soak_check(meta: dict) -> list[str]:
+    """RSS after the last minute against after the first, per gateway process, within 10 %."""
+    series = meta.get("rss_series") or []
+    if len(series) < 2:
+        return []
+    first, last = series[0], series[-1]
+    lines = []
+    for group in ("api", "registry", "search"):
+        a, b = first.get(group) or 0.0, last.get(group) or 0.0
+        ok = a > 0 and abs(b - a) <= SOAK_TOLERANCE * a
+        lines.append(_line(ok, f"RSS soak {group}: minute 1 {a:.1f} MB, minute "
+                               f"{len(series)} {b:.1f} MB (within {SOAK_TOLERANCE:.0%})"))
     return lines
 
 
