@@ -2,14 +2,15 @@
 
 Nodes publish heartbeats on ``<ns>.events`` (routing key ``heartbeat.<id>``);
 the registry publishes membership events there (``node.joined``,
-``node.left``, ``node.offline``, ``node.online``). The registry and search
-workers each keep a :class:`Liveness` table fed by those messages.
+``node.left``, ``node.offline``, ``node.online``) and the liveness owner its
+membership deltas (``membership.delta``). The owner alone reads heartbeats and
+keeps, per kind of hearing, an :class:`Expiry` (oldest first, so that finding
+the silent costs O(silent)).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -23,52 +24,6 @@ from shared.errors import InvalidRequest
 from shared.topology import DELTA_KEY, EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
 
 log = logging.getLogger(__name__)
-
-
-class Liveness:
-    """Last time each node was heard, and which nodes are past their TTL."""
-
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self._heard: dict[str, float] = {}
-        self._offline: set[str] = set()
-
-    def heard(self, node_id: str, ago_s: float = 0.0) -> bool:
-        """Record that a node spoke (``ago_s`` seconds ago); True if it was offline and is back."""
-        self._heard[node_id] = self.clock() - ago_s
-        if node_id in self._offline:
-            self._offline.discard(node_id)
-            return True
-        return False
-
-    def forget(self, node_id: str) -> None:
-        self._heard.pop(node_id, None)
-        self._offline.discard(node_id)
-
-    def is_live(self, node_id: str) -> bool:
-        heard = self._heard.get(node_id)
-        return heard is not None and self.clock() - heard <= self.ttl_s
-
-    def expires_at(self, node_id: str) -> float | None:
-        """When the node turns silent unless heard again (on ``clock``), None if never heard."""
-        heard = self._heard.get(node_id)
-        return None if heard is None else heard + self.ttl_s
-
-    def age(self, node_id: str) -> float | None:
-        heard = self._heard.get(node_id)
-        return None if heard is None else self.clock() - heard
-
-    def sweep(self) -> list[str]:
-        """Nodes that fell silent since the last sweep (each reported once)."""
-        now = self.clock()
-        gone = [
-            node_id
-            for node_id, heard in self._heard.items()
-            if now - heard > self.ttl_s and node_id not in self._offline
-        ]
-        self._offline.update(gone)
-        return gone
 
 
 class Expiry:

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.contracts import MembershipDelta, MembershipSnapshot, NodeState
+from shared.liveness import Expiry
 from shared.membership import Membership
 
 NODES = ["a", "b", "c", "d"]
@@ -163,3 +164,19 @@ def test_a_gap_unsyncs_until_a_snapshot() -> None:
     follower.resync(owner)
     assert follower.membership.synced and set(follower.membership.expected()) == {"a", "b"}
     assert follower.membership.state() is not None
+
+
+def test_expiry_at_the_ttl_boundary() -> None:
+    """Heard at t = 100 with a TTL of 15: live at 115, silent at 115.001."""
+    expiry = Expiry(15.0)
+    expiry.touch("n", 100.0)
+    assert list(expiry.due(115.0)) == [] and expiry.next_due() == 115.0
+    assert list(expiry.due(115.001)) == ["n"] and "n" not in expiry
+
+
+def test_expiry_finds_the_silent_oldest_first() -> None:
+    expiry = Expiry(1.0)
+    for at, node_id in enumerate("abc"):
+        expiry.touch(node_id, float(at))
+    expiry.touch("a", 5.0)  # heard again: now the newest
+    assert list(expiry.due(3.5)) == ["b", "c"] and expiry.heard_at("a") == 5.0
