@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from shared.contracts import MembershipDelta, MembershipSnapshot, NodeState
 
@@ -32,13 +33,20 @@ class MembershipView:
     ``expected``: the nodes heard on the bus within the TTL (id -> address).
     ``digest``: a digest of expected nodes, addresses and versions that two
     processes at the same delta agree on; None while a node announces no version
-    or while the view is unsynced (nothing may be cached then).
+    or while the view is unsynced (nothing may be cached then). Computed on first
+    use (a join storm moves the generation on faster than searches read it).
     """
 
     generation: int
     expected: dict[str, str]
     versions: dict[str, str | None]
-    digest: str | None = field(default=None)
+    synced: bool = True
+
+    @cached_property
+    def digest(self) -> str | None:
+        if not self.synced or any(version is None for version in self.versions.values()):
+            return None
+        return digest_of(self.expected, self.versions)
 
     @property
     def cacheable(self) -> bool:
@@ -180,10 +188,7 @@ class Membership:
         expected = {node_id: state.node_address for node_id, state in self.nodes.items()
                     if state.heard}
         versions = {node_id: self.nodes[node_id].version for node_id in expected}
-        digest = None
-        if self.synced and all(version is not None for version in versions.values()):
-            digest = digest_of(expected, versions)
-        return MembershipView(self.generation, expected, versions, digest)
+        return MembershipView(self.generation, expected, versions, self.synced)
 
     def _put(self, node_id: str, state: NodeState | None) -> None:
         old = self.nodes.get(node_id)
