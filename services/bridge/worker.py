@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 REPLY_ALLOWANCE_S = 0.01
 # How long a new node is left alone, in heartbeat intervals, to hear it if it speaks itself.
 SETTLE_HEARTBEATS = 1.5
+# ... plus the time the liveness owner's delta takes to say so (its batch and two hops).
+MEMBERSHIP_LAG_S = 0.5
 # What a probe asks an idle node (GET /models/).
 PROBE = NodeQuery(op="list_models")
 
@@ -58,7 +60,8 @@ class BridgeWorker:
         self.membership = Membership()
         self.feed = MembershipFeed(self.membership, RpcClient(self.bus, self.names, "bridge"),
                                    settings.membership_refresh_s)
-        self.roster = Roster(self.membership, SETTLE_HEARTBEATS * settings.heartbeat_s,
+        self.roster = Roster(self.membership,
+                             SETTLE_HEARTBEATS * settings.heartbeat_s + MEMBERSHIP_LAG_S,
                              settings.node_ttl_s)
         self.events = EventPublisher(self.bus, self.names)
         self.metrics = BridgeMetrics()
