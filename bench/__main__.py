@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bench import plan, report
+from bench import plan, report, scale
 from bench.cluster import private_cluster
 from bench.runner import Session, run_scenario
 from shared.settings import SearchSettings, split_amqp_urls
@@ -75,7 +75,11 @@ def finish(session: Session) -> None:
     if session.args.compare_url:
         print()
         print(report.side_by_side(session.results))
+    sizes = scale.growth(session.meta)
+    if sizes:
+        print("\n" + "\n".join(sizes))
     checks = report.target_checks(session.results, session.meta["search_timeout_s"])
+    checks += scale.checks(session.meta)
     if checks:
         print("\ntargets:\n" + "\n".join(checks))
     print(f"\nresults: {session.path}")

@@ -74,8 +74,10 @@ def _connections(text: str) -> int | str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench",
                                 description="Benchmark the grid gateway's HTTP API.")
-    p.add_argument("--preset", choices=["quick", "full"],
+    p.add_argument("--preset", choices=["quick", "full", "scale", "soak"],
                    help="a predefined matrix (overrides --nodes/--routes/--concurrency)")
+    p.add_argument("--scale-sizes", type=_csv_ints, default=list(SCALE_SIZES),
+                   help="fleet sizes of --preset scale (default 100,1000,10000)")
     p.add_argument("--nodes", type=_csv_ints, default=[10, 100], help="fleet sizes, e.g. 10,100")
     p.add_argument("--concurrency", type=_csv_ints, default=[1, 16], help="e.g. 1,16")
     p.add_argument("--routes", type=_csv_routes, default=_csv_routes(DEFAULT_ROUTES),
@@ -138,6 +140,26 @@ def custom(args: argparse.Namespace) -> list[Scenario]:
             for nodes in args.nodes]
 
 
+# The scale preset: the main routes at each size, and what liveness costs idle.
+SCALE_SIZES = (100, 1000, 10000)
+SCALE_ROUTES = ["search", "search-distinct", "search-model", "connected"]
+SCALE_FLEET_PROCESSES = 4
+
+
+def scale_preset(sizes: list[int]) -> tuple[list[Scenario], float]:
+    """N = 100, 1,000, 10,000: idle CPU and RSS, join storm, the main routes at c = 16."""
+    runs = ordered_runs(SCALE_ROUTES, [16], 5.0, None)
+    return [Scenario(nodes, 0, list(runs)) for nodes in sizes], 1.0
+
+
+SOAK_NODES, SOAK_MINUTES = 1000, 10
+
+
+def soak_preset() -> tuple[list[Scenario], float]:
+    """Ten one-minute runs of distinct searches under churn: RSS after each (minute 1 vs 10)."""
+    return [Scenario(SOAK_NODES, 0, [RunSpec("soak", 16, 60.0)] * SOAK_MINUTES)], 1.0
+
+
 def preset(name: str) -> tuple[list[Scenario], float]:
     """Scenarios of a preset, and its warm-up seconds."""
     quick = name == "quick"
@@ -177,7 +199,14 @@ def for_target(scenarios: list[Scenario]) -> list[Scenario]:
 
 
 def build(args: argparse.Namespace) -> tuple[list[Scenario], float]:
-    if args.preset:
+    if args.preset == "scale":
+        scenarios, warmup = scale_preset(args.scale_sizes)
+        args.fleet_processes = args.fleet_processes or SCALE_FLEET_PROCESSES
+        args.idle = max(args.idle, 10.0)
+    elif args.preset == "soak":
+        scenarios, warmup = soak_preset()
+        args.fleet_processes = args.fleet_processes or SCALE_FLEET_PROCESSES
+    elif args.preset:
         scenarios, warmup = preset(args.preset)
     else:
         scenarios, warmup = custom(args), args.warmup

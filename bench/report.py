@@ -184,6 +184,12 @@ TARGETS = [
     ("search-repeated", 100, 16, "", "p50_ms", "<=", 5.0),
     ("search-repeated", 1000, 16, "", "rps", ">=", 1000.0),
     ("search-distinct", 1000, 16, "", "rps", ">=", 25.0),
+    # The scale preset (issue: ten thousand nodes).
+    ("connected", 1000, 16, "", "rps", ">=", 3000.0),
+    ("connected", 10000, 16, "", "rps", ">=", 1000.0),
+    ("search", 10000, 16, "", "rps", ">=", 2000.0),
+    ("search-model", 10000, 16, "", "rps", ">=", 1000.0),
+    ("search-distinct", 10000, 16, "", "rps", ">=", 100.0),
 ]
 
 

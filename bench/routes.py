@@ -115,6 +115,8 @@ ROUTES: dict[str, Route] = {route.name: route for route in (
     Route("search-repeated", "POST", "/search", _repeated_body, _check_repeated, search=True),
     Route("search-churn", "POST", "/search", _repeated_body, _check_repeated, search=True,
           churn=True),
+    # The memory soak: distinct searches under inventory churn (answers move: not checked).
+    Route("soak", "POST", "/search", _distinct_body, search=True, churn=True),
     Route("tags", "GET", "/search-available-tags", _no_body, _check_tags, search=True),
     Route("models", "GET", "/search-available-models", _no_body, _check_models, search=True),
     Route("search-model", "POST", "/search-model", _model_body, _check_pairs, search=True),
@@ -126,7 +128,7 @@ ROUTES: dict[str, Route] = {route.name: route for route in (
 )}
 
 # Joins grow the registry, which /connected-nodes lists: they run last.
-ORDER = ["search", "search-distinct", "search-repeated", "search-churn", "tags", "models",
+ORDER = ["search", "search-distinct", "search-repeated", "search-churn", "soak", "tags", "models",
          "search-model", "search-encrypted", "connected", "choose-host", "search-identical",
          "join"]
 

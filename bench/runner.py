@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import cpu, report
+from bench import cpu, report, scale
 from bench.load import Load, LoadSpec
 from bench.plan import RunSpec, Scenario
 from bench.routes import route
 from bench.stack import SECURE_ADMIN_TOKEN, HttpFleet, LocalStack, StackConfig
 from bench.stats import RunResult, percentile, summarise
-from shared.settings import split_amqp_urls
+from shared.settings import NodeSettings, split_amqp_urls
 
 
 @dataclass
@@ -83,6 +83,11 @@ async def run_scenario(session: Session, scenario: Scenario) -> None:
                 if route(run.route).churn and target.churn is None:
                     continue  # another gateway's nodes cannot be made to churn
                 session.add(await measure(session, target, run))
+                if args.preset == "soak" and target.check:
+                    session.meta.setdefault("rss_series", []).append(
+                        scale.rss_mb(session.cpu_groups(target)))
+        if stack is not None and args.preset == "scale":
+            await liveness_probe(session, scenario, stack)
     finally:
         if http_fleet is not None:
             await http_fleet.stop()
@@ -122,6 +127,7 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
     except BaseException:
         await stack.stop()
         raise
+    session.meta.setdefault("join_s", {})[scenario.label] = round(stack.fleet_start_s, 2)
     session.progress.done(
         f"[{scenario.label}] ready in {time.perf_counter() - started:.1f} s "
         f"(namespace {stack.namespace}; fleet joined in {stack.fleet_start_s:.1f} s)")
@@ -141,8 +147,20 @@ async def idle_baseline(session: Session, scenario: Scenario, target: Target) ->
     rates = {name: None if value is None else round(value * 1000 / seconds, 2)
              for name, value in cpu.per_request(before, after, 1).items()}
     session.meta.setdefault("idle_cpu_ms_per_s", {})[scenario.label] = rates
+    session.meta.setdefault("rss_mb", {})[scenario.label] = scale.rss_mb(groups)
     shown = ", ".join(f"{name} {value}" for name, value in rates.items() if value is not None)
     session.progress.done(f"[{scenario.label}] idle CPU, ms per second: {shown}")
+
+
+async def liveness_probe(session: Session, scenario: Scenario, stack: LocalStack) -> None:
+    """One node of our own: killed, how soon it is offline; changed, how soon it is found."""
+    session.progress.update(f"[{scenario.label}] liveness: a node killed, a node changed")
+    ttl = NodeSettings().node_ttl_s
+    probe = await scale.liveness(session.args.amqp_url, stack.namespace, stack.url, ttl)
+    session.meta.setdefault("liveness", {})[scenario.label] = probe
+    session.progress.done(f"[{scenario.label}] killed node offline after "
+                          f"{probe['offline_s']} s (TTL {ttl:g} s); inventory change found "
+                          f"{probe['stale_ms']} ms after its announcement")
 
 
 def _spec(session: Session, target: Target, run: RunSpec) -> LoadSpec:

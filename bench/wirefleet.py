@@ -101,6 +101,7 @@ class WireFleet:
         self._broadcasts: dict[str, Broadcast | None] = {}
         self._connections: list[WireConnection] = []
         self._heartbeat: asyncio.Task | None = None
+        self.heartbeat_s = settings.heartbeat_s
         self._churn: asyncio.Task | None = None
 
     async def start(self, join_concurrency: int) -> None:
@@ -158,12 +159,15 @@ class WireFleet:
 
     async def _join_all(self, concurrency: int) -> None:
         gate = asyncio.Semaphore(concurrency)
+        cadence: list[float] = []
         async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
             async def join(node: SimNode) -> None:
                 async with gate:
-                    await post_join(http, self.settings, node.node_id, node.address)
+                    await post_join(http, self.settings, node.node_id, node.address, cadence)
 
             await asyncio.gather(*(join(node) for node in self.nodes.values()))
+        if cadence:  # the gateway's cadence, as the SDK follows it
+            self.heartbeat_s = cadence[0]
 
     async def _heartbeat_forever(self) -> None:
         """Every node beats once per ``heartbeat_s``, a tenth of them at a time."""
@@ -172,7 +176,7 @@ class WireFleet:
             for part in range(HEARTBEAT_SLICES):
                 for node in nodes[part::HEARTBEAT_SLICES]:
                     self._beat(node)
-                await asyncio.sleep(self.settings.heartbeat_s / HEARTBEAT_SLICES)
+                await asyncio.sleep(self.heartbeat_s / HEARTBEAT_SLICES)
 
     def _beat(self, node: SimNode) -> None:
         node.connection.publish(node.channel, self.names.events_exchange, node.beat_key,

@@ -6,7 +6,7 @@ gateway can trust it as the sender's identity:
 
 - a request to a work queue is acted on only when its sender is one of the
   gateway's own users (``GRID_GATEWAY_USERS``); an HTTP bridge's user may only
-  read the node list;
+  read the node list and the membership;
 - a node reply or heartbeat counts only from the node's own user, or from a
   bridge's user for a node enrolled as bridged.
 
@@ -19,11 +19,12 @@ import hashlib
 import secrets
 from collections.abc import Callable, Container
 
-from shared.contracts import LIST_NODES
+from shared.contracts import LIST_NODES, MEMBERSHIP
 from shared.settings import BaseGridSettings
 
-# What a bridge's user may ask of a worker: the node list, to know whom it speaks for.
-BRIDGE_OPERATIONS = frozenset({LIST_NODES})
+# What a bridge's user may ask of a worker: the node list and the membership snapshot,
+# to know whom it speaks for.
+BRIDGE_OPERATIONS = frozenset({LIST_NODES, MEMBERSHIP})
 # The header of a node query naming the exchange a node replies through (protocol 2).
 REPLY_EXCHANGE_HEADER = "x-reply-exchange"
 

@@ -33,6 +33,8 @@ ENROLL = "enroll"
 REVOKE = "revoke"
 LIST_ENROLLED = "list_enrolled"
 BRIDGE_USER = "bridge_user"
+# The membership as one snapshot (for a follower that starts, or missed a delta).
+MEMBERSHIP = "membership"
 # Search operation (AMQP "type" of a request to <ns>.search).
 SEARCH = "search"
 # Node query (AMQP "type" of a broadcast).
@@ -162,6 +164,52 @@ class Heartbeat(Contract):
     # Set by a bridge speaking for an HTTP-only node (the bridge's name): the node
     # itself is not on the bus.
     bridge: str | None = Field(default=None, max_length=128)
+
+
+# --- membership deltas (topic exchange <ns>.events, key membership.delta) -----
+
+
+class NodeState(Contract):
+    """What the gateway knows of one registered node; a delta carries the whole record.
+
+    ``live``: heard at all within the TTL (a join, or a heartbeat): listed and chosen.
+    ``heard``: heard on the bus within the TTL (by itself or a bridge): searches wait for it.
+    ``own``: heard by itself (a heartbeat without ``bridge``): no bridge speaks for it.
+    """
+
+    node_id: str
+    node_address: str
+    live: bool = True
+    heard: bool = False
+    own: bool = False
+    version: str | None = None
+    # Enrolled as bridged (secure mode): an HTTP bridge's replies may count for it.
+    bridged: bool = False
+
+
+class MembershipDelta(Contract):
+    """The membership changes of one batch, numbered in one sequence per liveness owner.
+
+    ``epoch`` names the owner's term; ``seq`` follows the previous delta's by one. A
+    follower that sees another epoch or a gap reads a snapshot instead.
+    """
+
+    epoch: str
+    seq: int
+    nodes: list[NodeState] = []  # joined, online, offline, new address or version
+    left: list[str] = []  # deleted
+
+
+class MembershipRequest(Contract):
+    """Ask for the whole membership (every registered node's state)."""
+
+
+class MembershipSnapshot(Contract):
+    """Every registered node's state as of delta ``seq`` of ``epoch`` ("" : none yet)."""
+
+    epoch: str
+    seq: int
+    nodes: list[NodeState]
 
 
 # --- search ---------------------------------------------------------------

@@ -2,15 +2,17 @@
 
 Nodes publish heartbeats on ``<ns>.events`` (routing key ``heartbeat.<id>``);
 the registry publishes membership events there (``node.joined``,
-``node.left``, ``node.offline``, ``node.online``). The registry and search
-workers each keep a :class:`Liveness` table fed by those messages.
+``node.left``, ``node.offline``, ``node.online``) and the liveness owner its
+membership deltas (``membership.delta``). The owner alone reads heartbeats and
+keeps, per kind of hearing, an :class:`Expiry` (oldest first, so that finding
+the silent costs O(silent)).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
@@ -18,57 +20,54 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from shared import codec
 from shared.auth import SpeakerCheck
 from shared.bus import Bus
-from shared.contracts import Heartbeat, MembershipEvent
+from shared.contracts import Heartbeat, MembershipDelta, MembershipEvent
 from shared.errors import InvalidRequest
-from shared.topology import EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
+from shared.topology import DELTA_KEY, EVENT_KEY, HEARTBEAT_KEY, Names, declare_events
 
 log = logging.getLogger(__name__)
 
 
-class Liveness:
-    """Last time each node was heard, and which nodes are past their TTL."""
+class Expiry:
+    """When each node was last heard, oldest first, so that finding the silent costs O(silent).
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    ``touch`` moves a node to the back; ``due`` pops from the front every node
+    silent for longer than the TTL. Times come from one monotonic clock, so the
+    order of touches is the order of times.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self.clock = clock
-        self._heard: dict[str, float] = {}
-        self._offline: set[str] = set()
+        self._heard: OrderedDict[str, float] = OrderedDict()
 
-    def heard(self, node_id: str, ago_s: float = 0.0) -> bool:
-        """Record that a node spoke (``ago_s`` seconds ago); True if it was offline and is back."""
-        self._heard[node_id] = self.clock() - ago_s
-        if node_id in self._offline:
-            self._offline.discard(node_id)
-            return True
-        return False
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._heard
 
-    def forget(self, node_id: str) -> None:
+    def touch(self, node_id: str, now: float) -> None:
+        self._heard[node_id] = now
+        self._heard.move_to_end(node_id)
+
+    def drop(self, node_id: str) -> None:
         self._heard.pop(node_id, None)
-        self._offline.discard(node_id)
 
-    def is_live(self, node_id: str) -> bool:
-        heard = self._heard.get(node_id)
-        return heard is not None and self.clock() - heard <= self.ttl_s
+    def heard_at(self, node_id: str) -> float | None:
+        """When the node was last heard (on the clock of ``touch``), None if it is not."""
+        return self._heard.get(node_id)
 
-    def expires_at(self, node_id: str) -> float | None:
-        """When the node turns silent unless heard again (on ``clock``), None if never heard."""
-        heard = self._heard.get(node_id)
-        return None if heard is None else heard + self.ttl_s
+    def next_due(self) -> float | None:
+        """When the oldest node turns silent unless heard again (None: nobody is heard)."""
+        for heard in self._heard.values():
+            return heard + self.ttl_s
+        return None
 
-    def age(self, node_id: str) -> float | None:
-        heard = self._heard.get(node_id)
-        return None if heard is None else self.clock() - heard
-
-    def sweep(self) -> list[str]:
-        """Nodes that fell silent since the last sweep (each reported once)."""
-        now = self.clock()
-        gone = [
-            node_id
-            for node_id, heard in self._heard.items()
-            if now - heard > self.ttl_s and node_id not in self._offline
-        ]
-        self._offline.update(gone)
-        return gone
+    def due(self, now: float) -> Iterator[str]:
+        """Pop and yield the nodes silent for longer than the TTL at ``now``."""
+        heard = self._heard
+        while heard:
+            node_id, at = next(iter(heard.items()))
+            if now - at <= self.ttl_s:
+                return
+            del heard[node_id]
+            yield node_id
 
 
 EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
@@ -76,9 +75,10 @@ HeartbeatHandler = Callable[[Heartbeat], None]
 
 
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
-                           on_heartbeat: HeartbeatHandler,
+                           on_heartbeat: HeartbeatHandler | None = None,
                            speakers: SpeakerCheck | None = None) -> None:
-    """Follow heartbeats and membership events through a private, auto-deleted queue.
+    """Follow membership events (and heartbeats, with ``on_heartbeat``) through a private,
+    auto-deleted queue.
 
     In secure mode (``GRID_NODE_AUTH``), a heartbeat counts only when the
     broker-validated ``user_id`` of the message is the node's id (each node has
@@ -93,7 +93,8 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
         exchange = await declare_events(channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     # "#", not "*": node ids may contain dots, which split routing-key words.
-    await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
+    if on_heartbeat is not None:
+        await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
     await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
 
     async def on_message(message: AbstractIncomingMessage) -> None:
@@ -135,11 +136,13 @@ class EventPublisher:
         else:
             self._exchange = await declare_events(self.bus.fast, self.names)
 
-    async def publish(self, event: MembershipEvent | Heartbeat) -> None:
+    async def publish(self, event: MembershipEvent | Heartbeat | MembershipDelta) -> None:
         if self._exchange is None or not self.bus.ready:
             return
         if isinstance(event, Heartbeat):
             key = HEARTBEAT_KEY.format(node_id=event.node_id)
+        elif isinstance(event, MembershipDelta):
+            key = DELTA_KEY
         else:
             key = EVENT_KEY.format(kind=event.kind)
         message = aio_pika.Message(

@@ -212,6 +212,8 @@ class ApiSettings(CachingSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Host choices are made here, from the API's membership view (as GRID_N_REPLICA says).
+    n_replica: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Unset: the API is open, as in the original gateway. Set: /join and
     # /delete-node need "Authorization: Bearer <token>".
@@ -238,7 +240,7 @@ class ApiSettings(CachingSettings):
     api_workers: int = Field(default=1, ge=1)
 
 
-class RegistrySettings(BaseGridSettings):
+class RegistrySettings(MembershipSettings):
     """The worker that owns the node store."""
 
     # Default: one SQLite file per namespace under ./data, so that gateways of
@@ -257,6 +259,8 @@ class RegistrySettings(BaseGridSettings):
     # password go in); unset: this worker's own AMQP_URL.
     node_amqp_url: str | None = None
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    # The liveness owner gathers membership changes this long into one delta.
+    membership_batch_s: float = Field(default=0.01, ge=0)
 
     @model_validator(mode="after")
     def _store_per_namespace(self) -> RegistrySettings:

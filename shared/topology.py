@@ -21,6 +21,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 # Routing keys on the events exchange.
 HEARTBEAT_KEY = "heartbeat.{node_id}"
 EVENT_KEY = "node.{kind}"
+# The liveness owner's batched membership deltas (what every other process follows).
+DELTA_KEY = "membership.delta"
 QUEUE_TYPES = ("classic", "quorum")
 
 
@@ -67,6 +69,11 @@ class Names:
     def bridge_queue(self) -> str:
         """The HTTP bridges' shared broadcast queue (competing consumers)."""
         return f"{self.namespace}.bridge"
+
+    @property
+    def liveness_queue(self) -> str:
+        """The heartbeats' one reader: exclusive to the registry worker owning liveness."""
+        return f"{self.namespace}.liveness"
 
     def node_queue(self, node_id: str) -> str:
         return f"{self.namespace}.node.{node_id}"

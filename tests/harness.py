@@ -151,6 +151,8 @@ class Harness:
         searched = [await self.search(**(search or {})) for _ in range(searches)]
         if search and "node_ttl_s" in search:
             api.setdefault("node_ttl_s", search["node_ttl_s"])
+        if registry and "n_replica" in registry:  # one GRID_N_REPLICA for all
+            api.setdefault("n_replica", registry["n_replica"])
         server = await self.api(**api)
         gateway = Gateway(server, await self.client(server), found, searched)
         if wait:

@@ -38,6 +38,8 @@ MODELS = [
     contracts.EncryptedHost, contracts.EnrollRequest, contracts.Enrolled,
     contracts.RevokeRequest, contracts.EnrolledNode, contracts.EnrolledList,
     contracts.BridgeUserRequest,
+    contracts.NodeState, contracts.MembershipDelta,
+    contracts.MembershipRequest, contracts.MembershipSnapshot,
 ]
 
 
@@ -96,7 +98,7 @@ def test_enums_match_literals() -> None:
 def test_operation_types() -> None:
     text = DOC_PATH.read_text(encoding="utf-8")
     operations = [contracts.JOIN, contracts.DELETE, contracts.LIST_NODES, contracts.CHOOSE_HOSTS,
-                  contracts.SEARCH, contracts.NODE_QUERY]
+                  contracts.MEMBERSHIP, contracts.SEARCH, contracts.NODE_QUERY]
     enrollment = [contracts.ENROLL, contracts.REVOKE, contracts.LIST_ENROLLED,
                   contracts.BRIDGE_USER]
     for op in operations:
@@ -109,7 +111,7 @@ def test_operation_types() -> None:
         return [resolve(ref, MESSAGES, "#/components/messages/")["bindings"]["amqp"]["messageType"]
                 for ref in refs]
 
-    assert types(NAMES.registry_queue, "publish") == operations[:4] + enrollment
+    assert types(NAMES.registry_queue, "publish") == operations[:5] + enrollment
     assert types(NAMES.search_queue, "publish") == [contracts.SEARCH]
     assert types(NAMES.broadcast_exchange, "subscribe") == [contracts.NODE_QUERY]
     assert types(NAMES.node_queue("{nodeId}"), "subscribe") == [contracts.NODE_QUERY]

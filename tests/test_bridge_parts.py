@@ -10,7 +10,13 @@ from services.bridge.answers import Malformed, answered_ok, call_for, reply_for
 from services.bridge.roster import Roster, speaks_http
 from services.node.httpnode import HttpNodeApp, node_ids, parse_args
 from services.node.inventory import Inventory
-from shared.contracts import Heartbeat, MembershipEvent, NodeQuery, NodeRecord, NodeReply
+from shared.contracts import (
+    MembershipDelta,
+    MembershipSnapshot,
+    NodeQuery,
+    NodeReply,
+    NodeState,
+)
 from shared.membership import Membership
 from shared.settings import BridgeSettings
 
@@ -93,25 +99,39 @@ class Clock:
 
 def roster_of(addresses: dict[str, str], settle_s: float = 1.0) -> tuple[Roster, Clock]:
     clock = Clock()
-    membership = Membership(ttl_s=3.0, clock=clock)
-    membership.load([NodeRecord(node_id=node_id, node_address=address, live=True)
-                     for node_id, address in addresses.items()])
-    return Roster(membership, settle_s), clock
+    membership = Membership(clock=clock)
+    membership.load(MembershipSnapshot(epoch="e", seq=0, nodes=[
+        NodeState(node_id=node_id, node_address=address) for node_id, address in addresses.items()
+    ]))
+    return Roster(membership, settle_s, ttl_s=3.0, clock=clock), clock
+
+
+def change(roster: Roster, *states: NodeState, left: tuple[str, ...] = ()) -> None:
+    """The liveness owner's next delta."""
+    membership = roster.membership
+    assert membership.apply(MembershipDelta(epoch="e", seq=membership.seq + 1,
+                                            nodes=list(states), left=list(left)))
+
+
+def heard(roster: Roster, node_id: str, own: bool, heard: bool = True) -> NodeState:
+    address = roster.membership.addresses[node_id]
+    return NodeState(node_id=node_id, node_address=address, heard=heard, own=own and heard)
 
 
 def test_only_http_nodes_not_heard_by_themselves_are_bridged() -> None:
     roster, clock = roster_of({"amqp": "http://amqp:5000", "plain": "HTTPS://plain/n/x",
                                "socket": "ws://socket:5000"})
-    roster.membership.on_heartbeat(Heartbeat(node_id="amqp"))
+    change(roster, heard(roster, "amqp", own=True))
     assert roster.bridged() == {}  # not settled yet
     clock.now += 1.0
     assert roster.bridged() == {"plain": "HTTPS://plain/n/x"}
     assert roster.answering() == {}  # not heard at all: probes only
-    roster.membership.on_heartbeat(Heartbeat(node_id="plain", bridge="b1"))
+    change(roster, heard(roster, "plain", own=False))
     assert roster.answering() == {"plain": "HTTPS://plain/n/x"}
     assert roster.membership.expected() == {"amqp": "http://amqp:5000",
                                             "plain": "HTTPS://plain/n/x"}
-    clock.now += 3.5  # amqp falls silent: a bridge may speak for it now
+    change(roster, heard(roster, "amqp", own=True, heard=False),
+           heard(roster, "plain", own=False, heard=False))  # both fall silent
     assert sorted(roster.bridged()) == ["amqp", "plain"]
     assert roster.answering() == {}
 
@@ -119,38 +139,46 @@ def test_only_http_nodes_not_heard_by_themselves_are_bridged() -> None:
 def test_a_node_that_speaks_for_itself_stops_being_bridged() -> None:
     roster, clock = roster_of({"n": "http://n:5000"})
     clock.now += 1.0
-    roster.membership.on_heartbeat(Heartbeat(node_id="n", bridge="b1"))
+    change(roster, heard(roster, "n", own=False))
     assert "n" in roster.answering()
-    roster.membership.on_heartbeat(Heartbeat(node_id="n"))
+    change(roster, heard(roster, "n", own=True))
     assert roster.bridged() == {}
+
+
+def test_a_node_is_answered_for_once_the_owner_says_it_is_heard() -> None:
+    roster, clock = roster_of({"n": "http://n:5000"})
+    clock.now += 1.0
+    roster.beat("n")  # a heartbeat sent: not answered for before the owner's delta
+    assert roster.answering() == {}
+    change(roster, heard(roster, "n", own=False))
+    assert roster.answering() == {"n": "http://n:5000"}
 
 
 def test_joins_settle_and_leaves_are_forgotten() -> None:
     roster, clock = roster_of({})
     membership = roster.membership
-    membership.on_event(MembershipEvent(kind="joined", node_id="n", node_address="http://n"))
+    change(roster, NodeState(node_id="n", node_address="http://n"))
     assert roster.bridged() == {}
     clock.now += 1.0
     assert roster.bridged() == {"n": "http://n"}
-    membership.on_event(MembershipEvent(kind="left", node_id="n"))
-    membership.on_heartbeat(Heartbeat(node_id="n"))  # a heartbeat of an unknown node: ignored
+    change(roster, left=("n",))
     assert (roster.bridged(), membership.expected(), membership.known_for("n")) == ({}, {}, 0.0)
 
 
 def test_beats_are_due_once_per_interval() -> None:
     roster, clock = roster_of({"n": "http://n"})
     assert roster.beat_due("n", 0.5)
-    roster.membership.on_heartbeat(Heartbeat(node_id="n", bridge="b2"))  # another bridge's
+    roster.beat("n")
     clock.now += 0.4
     assert not roster.beat_due("n", 0.5)
     clock.now += 0.1
     assert roster.beat_due("n", 0.5)
 
 
-def test_a_reload_drops_nodes_deleted_meanwhile() -> None:
+def test_a_snapshot_drops_nodes_deleted_meanwhile() -> None:
     roster, clock = roster_of({"a": "http://a", "b": "http://b"})
-    roster.membership.load([NodeRecord(node_id="a", node_address="http://a", live=True,
-                                       heartbeat_age_s=0.5)])
+    roster.membership.load(MembershipSnapshot(epoch="e", seq=5, nodes=[
+        NodeState(node_id="a", node_address="http://a", heard=True)]))
     clock.now += 1.0
     assert roster.bridged() == {"a": "http://a"} and roster.answering() == {"a": "http://a"}
 

@@ -122,9 +122,11 @@ async def test_gateway_and_nodes_recover_from_a_broker_restart(
         return all(bus.ready for bus in buses.values())
 
     async def alice_heard_since_restart() -> bool:
-        since = time.monotonic() - restarted
-        ages = (registry.on_bus.age("alice"), search.membership.liveness.age("alice"))
-        return all(age is not None and age < since for age in ages)
+        """The liveness owner heard her since, and the search worker follows its new epoch."""
+        owner, view = registry.owner, search.membership
+        heard = owner.heard.heard_at("alice")
+        return (owner.active and heard is not None and heard > max(restarted, owner.acquired_at)
+                and view.synced and view.epoch == owner.epoch and "alice" in view.expected())
 
     await eventually(all_reconnected, within=RECOVERY_S)
     await eventually(alice_heard_since_restart, within=RECOVERY_S)

@@ -1,47 +1,38 @@
 """The API's near cache keeps an answer only when its view of the network is the worker's.
 
-No broker: two membership views are fed the same (or not the same) heartbeats by hand.
+No broker: two membership views are fed the same (or not the same) deltas by hand.
 """
 
 from __future__ import annotations
 
 from services.api.near_cache import NearCache
-from shared.bus import Bus
-from shared.contracts import Heartbeat, NodeRecord, SearchResult
+from shared.contracts import MembershipDelta, MembershipSnapshot, NodeState, SearchResult
 from shared.membership import Membership
-from shared.rpc import RpcClient
 from shared.settings import ApiSettings
-from shared.topology import Names
 
-RECORDS = [NodeRecord(node_id=n, node_address=f"http://{n}:5000", live=True) for n in "ab"]
+EPOCH = "e1"
 KEY = ("has_model", "m", None, False)
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+def state(node_id: str, version: str | None, heard: bool = True) -> NodeState:
+    return NodeState(node_id=node_id, node_address=f"http://{node_id}:5000", heard=heard,
+                     own=heard, version=version)
 
 
-def view(clock: Clock, versions: dict[str, str | None]) -> Membership:
-    membership = Membership(ttl_s=15, clock=clock)
-    membership.load(RECORDS)
-    feed(membership, versions)
+def view(versions: dict[str, str | None]) -> Membership:
+    membership = Membership()
+    membership.load(MembershipSnapshot(epoch=EPOCH, seq=0, nodes=[
+        state(node_id, version) for node_id, version in versions.items()]))
     return membership
 
 
-def feed(membership: Membership, versions: dict[str, str | None]) -> None:
-    for node_id, version in versions.items():
-        membership.on_heartbeat(Heartbeat(node_id=node_id, version=version))
+def feed(membership: Membership, versions: dict[str, str | None], heard: bool = True) -> None:
+    assert membership.apply(MembershipDelta(epoch=EPOCH, seq=membership.seq + 1, nodes=[
+        state(node_id, version, heard) for node_id, version in versions.items()]))
 
 
-def near_cache(clock: Clock, versions: dict[str, str | None]) -> NearCache:
-    settings = ApiSettings()
-    bus = Bus(settings, "test")  # never connected: only the cache's logic runs
-    near = NearCache(settings, RpcClient(bus, Names("t"), "api"))
-    near.membership = view(clock, versions)
-    return near
+def near_cache(versions: dict[str, str | None]) -> NearCache:
+    return NearCache(ApiSettings(), view(versions))
 
 
 def answer(state: str | None) -> SearchResult:
@@ -49,8 +40,7 @@ def answer(state: str | None) -> SearchResult:
 
 
 def test_states_agree_when_the_views_do() -> None:
-    clock = Clock()
-    worker, near = view(clock, {"a": "1", "b": "1"}), near_cache(clock, {"b": "1", "a": "1"})
+    worker, near = view({"a": "1", "b": "1"}), near_cache({"b": "1", "a": "1"})
     assert worker.state() == near.membership.state() is not None
     near.keep(KEY, near.view(), answer(worker.state()))
     hit = near.get(KEY)
@@ -58,8 +48,7 @@ def test_states_agree_when_the_views_do() -> None:
 
 
 def test_an_answer_from_a_worker_that_saw_a_change_first_is_not_kept() -> None:
-    clock = Clock()
-    worker, near = view(clock, {"a": "1", "b": "1"}), near_cache(clock, {"a": "1", "b": "1"})
+    worker, near = view({"a": "1", "b": "1"}), near_cache({"a": "1", "b": "1"})
     feed(worker, {"a": "2"})
     near.keep(KEY, near.view(), answer(worker.state()))
     assert near.get(KEY) is None
@@ -69,15 +58,13 @@ def test_an_answer_from_a_worker_that_saw_a_change_first_is_not_kept() -> None:
 
 
 def test_an_answer_from_a_worker_that_missed_a_change_is_not_kept() -> None:
-    clock = Clock()
-    worker, near = view(clock, {"a": "1", "b": "1"}), near_cache(clock, {"a": "1", "b": "2"})
+    worker, near = view({"a": "1", "b": "1"}), near_cache({"a": "1", "b": "2"})
     near.keep(KEY, near.view(), answer(worker.state()))
     assert near.get(KEY) is None
 
 
 def test_a_change_while_the_worker_answered_drops_the_answer() -> None:
-    clock = Clock()
-    near = near_cache(clock, {"a": "1", "b": "1"})
+    near = near_cache({"a": "1", "b": "1"})
     before = near.view()
     state = near.membership.state()
     feed(near.membership, {"b": "3"})
@@ -86,23 +73,21 @@ def test_a_change_while_the_worker_answered_drops_the_answer() -> None:
 
 
 def test_nothing_is_kept_without_versions_or_a_state() -> None:
-    clock = Clock()
-    near = near_cache(clock, {"a": "1", "b": None})
+    near = near_cache({"a": "1", "b": None})
     assert near.membership.state() is None
     near.keep(KEY, near.view(), answer(None))
     assert near.get(KEY) is None
 
 
-def test_a_node_falling_silent_and_a_lost_connection_drop_everything() -> None:
-    clock = Clock()
-    near = near_cache(clock, {"a": "1", "b": "1"})
+def test_a_node_falling_silent_and_a_lost_delta_drop_everything() -> None:
+    near = near_cache({"a": "1", "b": "1"})
     near.keep(KEY, near.view(), answer(near.membership.state()))
-    clock.now += 10
-    feed(near.membership, {"a": "1"})  # a is heard again, b is not
+    feed(near.membership, {"a": "1"})  # a is heard again: nothing changed
     assert near.get(KEY) is not None
-    clock.now += 6  # b is past its TTL
+    feed(near.membership, {"b": "1"}, heard=False)  # b fell silent
     assert near.get(KEY) is None
     near.keep(KEY, near.view(), answer(near.membership.state()))
     assert near.get(KEY) is not None
-    near.forget()
-    assert near.get(KEY) is None
+    lost = MembershipDelta(epoch=EPOCH, seq=near.membership.seq + 2)  # one went missing
+    assert not near.membership.apply(lost)
+    assert near.get(KEY) is None and near.membership.state() is None

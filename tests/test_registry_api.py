@@ -209,10 +209,11 @@ async def test_registry_that_stops_answering_gives_503_within_deadline(harness: 
     async def stuck(_request):
         await gate.wait()
 
-    worker.server.operations["list"] = type(worker.server.operations["list"])(
-        worker.server.operations["list"].request, stuck)
+    worker.server.operations["join"] = type(worker.server.operations["join"])(
+        worker.server.operations["join"].request, stuck)
     started = time.monotonic()
-    response = await gateway.client.get("/connected-nodes")
+    response = await gateway.client.post(
+        "/join", json={"node-id": "slow", "node-address": "http://slow:5000"})
     assert response.status_code == 503
     assert time.monotonic() - started < 1.5
     gate.set()

@@ -2,7 +2,10 @@
 
 Hypothesis draws a network (two or three versioned nodes) and a sequence of
 steps: inventory changes, joins, deaths (a node falls silent), returns,
-deletes and searches. Each example runs against a gateway of its own on the
+deletes, lost membership deltas (the liveness owner skips a number, as a lost
+message would: every follower must notice the gap and read a snapshot) and
+searches. The owner batches changes (``membership_batch_s``), so that a
+step's changes may travel in one delta. Each example runs against a gateway of its own on the
 real broker. After every membership step the test awaits (bounded) both
 caching views of the network seeing it (the search worker's and the API's);
 every search is then answered through the worker's cache (twice: the second
@@ -73,6 +76,7 @@ steps = st.lists(st.one_of(
     st.tuples(st.just("start"), slots, inventories),
     st.tuples(st.just("kill"), slots),
     st.tuples(st.just("delete"), slots),
+    st.tuples(st.just("lose"), slots),
 ), min_size=1, max_size=10)
 
 
@@ -135,6 +139,10 @@ class Network:
         self.live.pop(node_id, None)
         await self._all_see(lambda view: node_id not in view.addresses)
 
+    async def lose(self, _node_id: str) -> None:
+        """The next membership delta goes missing: followers resync at the next change."""
+        self.gateway.registries[0].owner.skip()
+
     async def search(self, query: SearchRequest) -> None:
         expected = self.model_answer(query)
         for _attempt in range(3):  # again if a live node's heartbeat came late (a flicker)
@@ -144,7 +152,8 @@ class Network:
             fresh = await self.worker._scatter_gather(query, use_index=False)
             through_api = [await self.http(query) for _ in range(2)]
             if (generations == [view.generation for view in self.views]
-                    and all(set(view.expected()) == set(self.live) for view in self.views)):
+                    and all(set(view.expected()) == set(self.live) and view.synced
+                            for view in self.views)):
                 break
         else:
             raise AssertionError("the live set kept changing under the searches")
@@ -175,7 +184,7 @@ class Network:
     async def _all_see(self, check: Callable[[Membership], object],
                        within: float = 10.0) -> None:
         async def seen() -> bool:
-            return all(check(view) for view in self.views)
+            return all(check(view) and view.synced for view in self.views)
 
         await eventually(seen, within=within)
 
@@ -215,6 +224,7 @@ async def run_example(amqp_url: str, initial: list[Inventory], script: list[tupl
                     "node_ttl_s": TTL_S}
             if cls is RegistrySettings:
                 base["database_url"] = f"sqlite:///{Path(tmp) / 'registry.sqlite3'}"
+                base["membership_batch_s"] = 0.05
             if cls is SearchSettings:
                 base["search_timeout_s"] = 2.0
             return cls(**{**base, **overrides})

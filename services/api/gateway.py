@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
+from services.api.live_nodes import LiveNodes
 from services.api.near_cache import NearCache
 from shared.bus import Bus
 from shared.contracts import SEARCH, NodeQuery, SearchResult
 from shared.errors import BusUnavailable, GridError, NoConsumer
+from shared.membership import Membership
+from shared.membership_feed import MembershipFeed
 from shared.metrics import LATENCY_BUCKETS
 from shared.rpc import R, RpcClient
 from shared.settings import ApiSettings
@@ -57,7 +60,11 @@ class Gateway:
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-api")
         self.rpc = RpcClient(self.bus, self.names, "api")
-        self.near = NearCache(settings, self.rpc) if settings.search_cache else None
+        # The live nodes and search caching, from the liveness owner's deltas.
+        self.membership = Membership()
+        self.feed = MembershipFeed(self.membership, self.rpc, settings.membership_refresh_s)
+        self.near = NearCache(settings, self.membership) if settings.search_cache else None
+        self.live = LiveNodes(self.membership, self.feed, settings.n_replica)
         self.consumers: dict[str, int] = {}
         # Counts seen on a lost connection say nothing about the next one: until
         # the watch has counted again, /readyz is not ready.
@@ -91,8 +98,7 @@ class Gateway:
         for queue in self.names.work_queues():
             await declare_work_queue(channel, self.names, queue, self.settings.queue_type)
         await self.rpc.start()
-        if self.near is not None:
-            await self.near.start()
+        await self.feed.start()
         log.info("connected to the message broker")
         await self._watch_consumers(channel)
 
@@ -118,8 +124,7 @@ class Gateway:
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1)
-        if self.near is not None:
-            await self.near.stop()
+        await self.feed.stop()
         await self.bus.close()
 
     def readiness(self) -> str | None:
@@ -143,6 +148,16 @@ class Gateway:
         self._check(self.names.registry_queue, "registry")
         return await self.rpc.call(self.names.registry_queue, op, request, reply,
                                    deadline_s or self.settings.rpc_timeout_s)
+
+    @property
+    def cadence_headers(self) -> dict[str, str]:
+        """What a join answer tells a node: how often to heartbeat, and when it counts as gone."""
+        return {"X-Grid-Heartbeat-S": f"{self.settings.heartbeat_s:g}",
+                "X-Grid-Node-TTL-S": f"{self.settings.node_ttl_s:g}"}
+
+    def check_registry(self) -> None:
+        """Raise the 503 a registry call would, when the bus or the registry is not there."""
+        self._check(self.names.registry_queue, "registry")
 
     async def search(self, query: NodeQuery, record: bool = True) -> SearchResult:
         """Call the search worker (``query`` may be a SearchRequest, for per-node detail).

@@ -10,13 +10,19 @@ import hmac
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
 from services.api import encrypted
 from services.api import openapi as doc
 from services.api.credentials import node_credential
-from services.api.errors import INVALID_FIELDS, INVALID_JSON, ApiError, JsonResponse
+from services.api.errors import (
+    ALREADY_REGISTERED,
+    INVALID_FIELDS,
+    INVALID_JSON,
+    ApiError,
+    JsonResponse,
+)
 from services.api.gateway import Gateway
 from services.api.http import NotJson, read_json
 from shared.contracts import (
@@ -34,6 +40,7 @@ from shared.contracts import (
     NodeQuery,
     SearchResult,
 )
+from shared.errors import Conflict
 from shared.settings import ApiSettings
 
 # Dependencies are coroutines: FastAPI runs a plain ``def`` dependency in a thread
@@ -132,8 +139,13 @@ async def join(request: Request, gateway: GatewayDep, credential: WriterDep) -> 
                               request_id=uuid.uuid4().hex, token_hash=credential)
     except ValidationError:
         raise ApiError(400, INVALID_JSON) from None
-    await gateway.registry(JOIN, command, Done)
-    return JsonResponse({"message": "Successfully Connected!"})
+    try:
+        await gateway.registry(JOIN, command, Done)
+    except Conflict:  # a restarted node carries on: it hears the cadence too
+        raise ApiError(409, ALREADY_REGISTERED, headers=gateway.cadence_headers) from None
+    gateway.membership.joined_here(command.node_id, command.node_address)
+    return JsonResponse({"message": "Successfully Connected!"},
+                        headers=gateway.cadence_headers)
 
 
 @registry.delete(
@@ -163,6 +175,7 @@ async def delete_node(request: Request, gateway: GatewayDep,
     except ValidationError:  # an id no node could have registered with
         raise ApiError(404, "This ID was not found in connected nodes") from None
     await gateway.registry(DELETE, command, Done)
+    gateway.membership.left_here(command.node_id)
     return JsonResponse({"message": "Successfully Deleted!"})
 
 
@@ -179,12 +192,18 @@ async def delete_node(request: Request, gateway: GatewayDep,
         503: doc.UNAVAILABLE,
     },
 )
-async def connected_nodes(gateway: GatewayDep) -> JsonResponse:
+async def connected_nodes(gateway: GatewayDep) -> Response:
+    if gateway.live.ready:  # from this process's view: no request to the registry
+        gateway.check_registry()
+        return Response(gateway.live.connected_body(), media_type="application/json")
     nodes = await gateway.registry(LIST_NODES, ListRequest(), NodeList)
     return JsonResponse({"grid-nodes": [node.node_id for node in nodes.nodes]})
 
 
 async def _choose(gateway: Gateway, encrypted: bool) -> JsonResponse:
+    if gateway.live.ready:  # from this process's view: no request to the registry
+        gateway.check_registry()
+        return JsonResponse([list(pair) for pair in gateway.live.choose(encrypted)])
     choice = await gateway.registry(CHOOSE_HOSTS, ChooseHostsRequest(encrypted=encrypted),
                                     HostChoice)
     return JsonResponse([list(pair) for pair in choice.hosts])

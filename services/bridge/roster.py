@@ -9,6 +9,8 @@ address is an http URL too, and it must never be answered twice.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -24,12 +26,18 @@ def speaks_http(address: str) -> bool:
 class Roster:
     """The bridged nodes, read from a :class:`Membership` each time (it changes under us)."""
 
-    def __init__(self, membership: Membership, settle_s: float,
+    def __init__(self, membership: Membership, settle_s: float, ttl_s: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic,
                  only_enrolled: bool = False) -> None:
         self.membership = membership
         self.settle_s = settle_s
+        self.ttl_s = ttl_s
+        self.clock = clock
         # Secure mode: speak only for nodes enrolled --bridged (the gateway counts no other).
         self.only_enrolled = only_enrolled
+        # When this bridge last sent a heartbeat for each node (it hears no heartbeats:
+        # the registry's liveness owner is their one reader).
+        self._beats: dict[str, float] = {}
 
     def bridged(self) -> dict[str, str]:
         """Nodes to speak for (id -> address), live or not: probes try them all."""
@@ -38,6 +46,8 @@ class Roster:
 
     def answering(self) -> dict[str, str]:
         """Bridged nodes heard within the TTL: those a search waits for, so a broadcast calls."""
+        # As the owner's deltas say, never sooner: a search that does not wait for a
+        # node drops its reply (one it does wait for has seen the same delta).
         return {node_id: address for node_id, address in self.membership.expected().items()
                 if self._speaks_for(node_id, address)}
 
@@ -49,6 +59,12 @@ class Roster:
                 and member.known_for(node_id) >= self.settle_s)
 
     def beat_due(self, node_id: str, interval_s: float) -> bool:
-        """True when no heartbeat for the node (from any bridge) was heard for ``interval_s``."""
-        age = self.membership.liveness.age(node_id)
-        return age is None or age >= interval_s
+        """True when this bridge sent no heartbeat for the node for ``interval_s``."""
+        at = self._beats.get(node_id)
+        return at is None or self.clock() - at >= interval_s
+
+    def beat(self, node_id: str) -> None:
+        """A heartbeat for the node is being sent now."""
+        self._beats[node_id] = self.clock()
+        if len(self._beats) > 2 * len(self.membership.nodes) + 64:  # forget deleted nodes
+            self._beats = {n: at for n, at in self._beats.items() if n in self.membership.nodes}

@@ -33,7 +33,8 @@ from shared.contracts import Heartbeat, NodeQuery
 from shared.errors import GridError, InvalidRequest
 from shared.liveness import EventPublisher
 from shared.logs import REQUEST_ID_HEADER, request_id
-from shared.membership import Membership, MembershipFeed
+from shared.membership import Membership
+from shared.membership_feed import MembershipFeed
 from shared.rpc import RpcClient, deadline_of, reply_properties
 from shared.settings import BridgeSettings
 from shared.topology import Names, declare_bridge_queue, declare_broadcast
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 REPLY_ALLOWANCE_S = 0.01
 # How long a new node is left alone, in heartbeat intervals, to hear it if it speaks itself.
 SETTLE_HEARTBEATS = 1.5
+# ... plus the time the liveness owner's delta takes to say so (its batch and two hops).
+MEMBERSHIP_LAG_S = 0.5
 # What a probe asks an idle node (GET /models/).
 PROBE = NodeQuery(op="list_models")
 
@@ -55,13 +58,14 @@ class BridgeWorker:
         self.name = settings.bridge_name or f"bridge-{socket.gethostname()}-{os.getpid()}"
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-bridge")
-        self.membership = Membership(settings.node_ttl_s)
+        self.membership = Membership()
         self.feed = MembershipFeed(self.membership, RpcClient(self.bus, self.names, "bridge"),
                                    settings.membership_refresh_s)
         # Secure mode: only nodes enrolled --bridged, and the gateway declares the
         # exchanges (the bridge's own broker user may not).
-        self.roster = Roster(self.membership, SETTLE_HEARTBEATS * settings.heartbeat_s,
-                             only_enrolled=settings.node_auth)
+        self.roster = Roster(self.membership,
+                             SETTLE_HEARTBEATS * settings.heartbeat_s + MEMBERSHIP_LAG_S,
+                             settings.node_ttl_s, only_enrolled=settings.node_auth)
         self.events = EventPublisher(self.bus, self.names, passive=settings.node_auth)
         self.metrics = BridgeMetrics()
         self.metrics.count_nodes(lambda: len(self.roster.bridged()),
@@ -187,7 +191,7 @@ class BridgeWorker:
         if not self.roster.beat_due(node_id, self.settings.probe_s):
             return
         beat = Heartbeat(node_id=node_id, bridge=self.name)
-        self.membership.on_heartbeat(beat)  # at once: the next broadcast calls it
+        self.roster.beat(node_id)  # at once: the next broadcast calls it
         try:
             await self.events.publish(beat)
         except Exception as exc:  # noqa: BLE001 - the broker may be reconnecting

@@ -56,14 +56,30 @@ def auth_headers(settings: NodeSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
+HEARTBEAT_HEADER = "X-Grid-Heartbeat-S"
+
+
+def asked_cadence(headers: httpx.Headers) -> float | None:
+    """The heartbeat interval a join answer asks for (None: not said, or not a number)."""
+    try:
+        interval = float(headers.get(HEARTBEAT_HEADER, ""))
+    except ValueError:
+        return None
+    return interval if 0.05 <= interval <= 3600 else None
+
+
 async def post_join(http: httpx.AsyncClient, settings: NodeSettings, node_id: str,
-                    address: str) -> bool:
+                    address: str, cadence: list[float] | None = None) -> bool:
     """POST /join on ``http`` (based at the gateway). False when the id was registered already.
 
     Raises JoinRefused for any other refusal (bad id or address, a missing token).
+    The heartbeat interval the gateway asks for, if any, is appended to ``cadence``.
     """
     body = {"node-id": node_id, "node-address": address}
     response = await http.post("/join", json=body, headers=auth_headers(settings))
+    interval = asked_cadence(response.headers)
+    if cadence is not None and interval is not None:
+        cadence.append(interval)
     if response.status_code == 409:
         return False
     if response.status_code != 200:
@@ -98,6 +114,9 @@ class GridNode:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._heartbeat: asyncio.Task | None = None
+        # The gateway's cadence, unless GRID_HEARTBEAT_S was set for this node.
+        self.heartbeat_s = settings.heartbeat_s
+        self._cadence_fixed = "heartbeat_s" in settings.model_fields_set
 
     async def start(self, join: bool = True) -> None:
         """Subscribe to broadcasts, join over HTTP (a 409 means already joined), heartbeat."""
@@ -134,8 +153,12 @@ class GridNode:
 
     async def join(self) -> bool:
         """POST /join. True if registered now, False if the id was registered already."""
+        cadence: list[float] = []
         async with httpx.AsyncClient(base_url=self.settings.gateway_url, timeout=10) as http:
-            return await post_join(http, self.settings, self.node_id, self.address)
+            joined = await post_join(http, self.settings, self.node_id, self.address, cadence)
+        if cadence and not self._cadence_fixed:
+            self.heartbeat_s = cadence[0]
+        return joined
 
     async def leave(self) -> None:
         """DELETE /delete-node (a 404 means it was not registered)."""
@@ -168,7 +191,7 @@ class GridNode:
     async def _heartbeat_forever(self) -> None:
         while True:
             await self._beat()
-            await asyncio.sleep(self.settings.heartbeat_s)
+            await asyncio.sleep(self.heartbeat_s)
 
     async def _on_query(self, message: DeliveredMessage) -> None:
         properties = message.header.properties

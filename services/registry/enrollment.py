@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -155,12 +154,11 @@ class Enrollment:
         return Done()
 
     async def list_enrolled(self, _: object) -> EnrolledList:
-        registered = self.worker.registered
-        now, age = time.time(), self.worker.on_bus.age
+        registered = self.worker.membership.nodes
         return EnrolledList(nodes=[
             EnrolledNode(node_id=row.node_id, node_address=row.node_address,
                          bridged=row.bridged, enrolled_at=row.enrolled_at,
-                         last_heard=None if age(row.node_id) is None else now - age(row.node_id),
+                         last_heard=self.worker.last_heard(row.node_id),
                          registered=row.node_id in registered)
             for row in await self.store.enrolled()])
 

@@ -1,15 +1,16 @@
 """The registry worker: joins, deletes, node lists and host choices.
 
 The node store is the source of truth for who is registered. Liveness is
-kept in memory: every registry worker follows the heartbeats on the events
-exchange, so each has the same view; a join counts as heard, and after a
-restart every registered node gets one TTL of grace before it can be
-declared offline.
+kept in memory by one registry worker, the liveness owner
+(:mod:`services.registry.owner`), the one reader of heartbeats; it publishes
+the changes as numbered membership deltas. Every registry worker follows those
+deltas in a view of its own (:class:`shared.membership.Membership`) and
+answers lists, host choices and membership snapshots from it; a join counts as
+heard, and a new owner gives every registered node one TTL of grace.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -17,6 +18,7 @@ import random
 from prometheus_client import Gauge
 
 from services.registry.enrollment import Enrollment
+from services.registry.owner import LivenessOwner
 from services.registry.store import NodeStore, open_store
 from shared.auth import SpeakerCheck
 from shared.bus import Bus
@@ -28,25 +30,29 @@ from shared.contracts import (
     JOIN,
     LIST_ENROLLED,
     LIST_NODES,
+    MEMBERSHIP,
     REVOKE,
     BridgeUserRequest,
     ChooseHostsRequest,
     DeleteRequest,
     Done,
     EnrollRequest,
-    Heartbeat,
     HostChoice,
     JoinRequest,
     ListRequest,
     MembershipEvent,
+    MembershipRequest,
+    MembershipSnapshot,
     NodeList,
     NodeRecord,
     RevokeRequest,
 )
 from shared.errors import StoreUnavailable
-from shared.liveness import EventPublisher, Liveness, subscribe_events
+from shared.liveness import EventPublisher, subscribe_events
+from shared.membership import Membership
+from shared.membership_feed import MembershipFeed
 from shared.metrics import WorkerMetrics
-from shared.rpc import Operation, RpcServer, request_deadline
+from shared.rpc import Operation, RpcClient, RpcServer, request_deadline
 from shared.settings import RegistrySettings
 from shared.topology import Names
 
@@ -65,14 +71,15 @@ class RegistryWorker:
         self.store = store or open_store(settings.database_url, settings.database_schema)
         self.bus = Bus(settings, "grid-registry")
         self.events = EventPublisher(self.bus, self.names)
-        # Heard at all (join, heartbeat, or start-up grace): decides "live".
-        self.live = Liveness(settings.node_ttl_s)
-        # Heard on the bus (heartbeats only): what a search can wait for.
-        self.on_bus = Liveness(settings.node_ttl_s)
-        self.registered: dict[str, str] = {}
         # Nodes enrolled --bridged: in secure mode a bridge may speak for these alone.
         self.bridged: set[str] = set()
         self.enrollment = Enrollment(self)
+        # What every process sees: the owner's deltas (this worker's own, when it owns).
+        self.membership = Membership()
+        self.feed = MembershipFeed(self.membership, RpcClient(self.bus, self.names, "registry"),
+                                   settings.membership_refresh_s)
+        self.owner = LivenessOwner(settings, self.events, self.store, self.membership,
+                                   SpeakerCheck(settings, lambda: self.bridged))
         self.metrics = WorkerMetrics("registry")
         self._gauges()
         self.server = RpcServer(
@@ -88,38 +95,39 @@ class RegistryWorker:
                 REVOKE: Operation(RevokeRequest, self.enrollment.revoke),
                 LIST_ENROLLED: Operation(ListRequest, self.enrollment.list_enrolled),
                 BRIDGE_USER: Operation(BridgeUserRequest, self.enrollment.bridge_user),
+                MEMBERSHIP: Operation(MembershipRequest, self.membership_snapshot),
             },
             prefetch=settings.prefetch,
         )
         self.server.observe = self.metrics.observe_message
-        self._sweeper: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
 
     def _gauges(self) -> None:
+        nodes = self.membership.nodes
         Gauge("grid_registry_nodes", "Registered nodes.", registry=self.metrics.registry
-              ).set_function(lambda: len(self.registered))
+              ).set_function(lambda: len(nodes))
         Gauge("grid_registry_live_nodes", "Registered nodes heard within the TTL.",
               registry=self.metrics.registry
-              ).set_function(lambda: sum(map(self.live.is_live, self.registered)))
+              ).set_function(lambda: sum(state.live for state in nodes.values()))
+        Gauge("grid_registry_liveness_owner", "1 while this worker owns liveness.",
+              registry=self.metrics.registry).set_function(lambda: int(self.owner.active))
 
     async def start(self) -> None:
         await self.store.open()
         await self.bus.connect()
         await self.events.start()
-        with contextlib.suppress(StoreUnavailable):  # the sweeper retries
-            await self._refresh_registered()
-        await subscribe_events(self.bus, self.names, self._on_event, self._on_heartbeat,
-                               SpeakerCheck(self.settings, lambda: self.bridged))
+        with contextlib.suppress(StoreUnavailable):  # the owner's store re-read retries
+            await self._refresh_bridged()
+        await self.feed.registry.start()
+        await subscribe_events(self.bus, self.names, self._on_event)
         await self.server.start()
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        await self.owner.start()
+        await self.feed.start()
         self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
 
     async def stop(self) -> None:
         """Stop taking requests, finish those in hand, then close store and bus."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self.owner.stop()
+        await self.feed.stop()
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.bus.close()
         await self.store.close()
@@ -130,7 +138,8 @@ class RegistryWorker:
         await self.enrollment.authorize(request.node_id, request.token_hash)
         await self.store.add(request.node_id, request.node_address, request.request_id,
                              deadline=request_deadline.get())
-        self._registered(request.node_id, request.node_address)
+        if self.owner.active:
+            self.owner.joined(request.node_id, request.node_address)
         await self.events.publish(
             MembershipEvent(kind="joined", node_id=request.node_id,
                             node_address=request.node_address,
@@ -142,34 +151,44 @@ class RegistryWorker:
     async def delete(self, request: DeleteRequest) -> Done:
         await self.enrollment.authorize(request.node_id, request.token_hash)
         await self.store.remove(request.node_id, request.node_address)
-        self._unregistered(request.node_id)
+        if self.owner.active:
+            self.owner.left(request.node_id)
         await self.events.publish(MembershipEvent(kind="left", node_id=request.node_id))
         log.info("node deleted", extra={"node_id": request.node_id})
         return Done()
 
     async def list_nodes(self, request: ListRequest) -> NodeList:
-        records = [
-            NodeRecord(
-                node_id=node_id,
-                node_address=address,
-                live=self.live.is_live(node_id),
-                heartbeat_age_s=self.on_bus.age(node_id),
-                bridged=node_id in self.bridged,
-            )
-            for node_id, address in await self.store.nodes()
-        ]
+        """The registered nodes; one just joined, and not in the view yet, counts as live."""
+        states = self.membership.nodes
+        records = []
+        for node_id, address in await self.store.nodes():
+            state = states.get(node_id)
+            heard = state is not None and state.heard
+            records.append(NodeRecord(node_id=node_id, node_address=address,
+                                      live=state is None or state.live,
+                                      heartbeat_age_s=0.0 if heard else None,
+                                      bridged=node_id in self.bridged))
         if not request.include_offline:
             records = [record for record in records if record.live]
         return NodeList(nodes=records)
 
     async def choose_hosts(self, request: ChooseHostsRequest) -> HostChoice:
-        live = [(n, a) for n, a in await self.store.nodes() if self.live.is_live(n)]
+        live = [(record.node_id, record.node_address)
+                for record in (await self.list_nodes(ListRequest())).nodes]
         if request.encrypted:
             wanted = NODES_PER_ENCRYPTED_REPLICA * self.settings.n_replica
             return HostChoice(hosts=random.sample(live, wanted) if len(live) >= wanted else [])
         return HostChoice(hosts=random.sample(live, min(self.settings.n_replica, len(live))))
 
-    # --- membership and liveness ---------------------------------------------
+    async def membership_snapshot(self, request: MembershipRequest) -> MembershipSnapshot:
+        """The owner's states; another worker's view when it is in sync (else retry)."""
+        if self.owner.active:
+            return self.owner.snapshot()
+        if not self.membership.synced:
+            raise StoreUnavailable("the membership is not known here yet; try again")
+        return self.membership.snapshot()
+
+    # --- enrollment -----------------------------------------------------------
 
     def enrolled_changed(self, node_id: str, bridged: bool) -> None:
         if bridged:
@@ -180,61 +199,23 @@ class RegistryWorker:
     async def removed(self, node_id: str) -> None:
         """A revoked node: gone at once, from this worker and (by the event) every other."""
         self.bridged.discard(node_id)
-        self._unregistered(node_id)
+        if self.owner.active:
+            self.owner.left(node_id)
+        self.membership.left_here(node_id)
         await self.events.publish(MembershipEvent(kind="left", node_id=node_id))
         log.info("node revoked", extra={"node_id": node_id})
 
-    def _registered(self, node_id: str, address: str) -> None:
-        self.registered[node_id] = address
-        self.live.heard(node_id)
-
-    def _unregistered(self, node_id: str) -> None:
-        self.registered.pop(node_id, None)
-        self.live.forget(node_id)
-        self.on_bus.forget(node_id)
+    def last_heard(self, node_id: str) -> float | None:
+        """When the node was last heard on the bus (epoch seconds), as the owner knows it."""
+        return self.owner.last_heard(node_id) if self.owner.active else None
 
     def _on_event(self, event: MembershipEvent) -> None:
         # Joins and deletes handled by other registry workers.
         if event.kind == "joined" and event.bridged:
             self.bridged.add(event.node_id)
-        if event.kind == "joined" and event.node_id not in self.registered:
-            self._registered(event.node_id, event.node_address)
         elif event.kind == "left":
-            self._unregistered(event.node_id)
+            self.bridged.discard(event.node_id)
+        self.owner.on_event(event)
 
-    def _on_heartbeat(self, beat: Heartbeat) -> None:
-        node_id = beat.node_id
-        if node_id not in self.registered:
-            return
-        self.on_bus.heard(node_id)
-        if self.live.heard(node_id):
-            address = self.registered[node_id]
-            task = asyncio.create_task(self.events.publish(
-                MembershipEvent(kind="online", node_id=node_id, node_address=address)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            log.info("node back online", extra={"node_id": node_id})
-
-    async def _refresh_registered(self) -> None:
-        """Reload who is registered; nodes new to this worker get one TTL of grace."""
-        nodes = dict(await self.store.nodes())
+    async def _refresh_bridged(self) -> None:
         self.bridged = {row.node_id for row in await self.store.enrolled() if row.bridged}
-        for node_id in set(self.registered) - set(nodes):
-            self._unregistered(node_id)
-        for node_id, address in nodes.items():
-            if node_id not in self.registered:
-                self._registered(node_id, address)
-
-    async def _sweep_forever(self) -> None:
-        interval = min(1.0, self.settings.node_ttl_s / 4)
-        refresh_every = max(1, int(self.settings.node_ttl_s / interval))
-        for tick in range(1, 1 << 62):
-            await asyncio.sleep(interval)
-            for node_id in self.live.sweep():
-                address = self.registered.get(node_id, "")
-                log.info("node went offline", extra={"node_id": node_id})
-                await self.events.publish(
-                    MembershipEvent(kind="offline", node_id=node_id, node_address=address))
-            if tick % refresh_every == 0:
-                with contextlib.suppress(StoreUnavailable):
-                    await self._refresh_registered()

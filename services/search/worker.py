@@ -39,7 +39,8 @@ from shared.contracts import (
 from shared.errors import GridError, Overloaded
 from shared.frames import Delivery
 from shared.logs import REQUEST_ID_HEADER, request_id
-from shared.membership import Membership, MembershipFeed
+from shared.membership import Membership, MembershipView
+from shared.membership_feed import MembershipFeed
 from shared.rpc import (
     DEADLINE_HEADER,
     Operation,
@@ -67,7 +68,7 @@ class SearchWorker:
         self.settings = settings
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-search")
-        self.membership = Membership(settings.node_ttl_s)
+        self.membership = Membership()
         self.registry = RpcClient(self.bus, self.names, "search")
         self.metrics = SearchMetrics()
         self.screen = ReplyScreen(settings, self.metrics.capped)
@@ -124,10 +125,10 @@ class SearchWorker:
             await self._index_wanted.wait()
             await asyncio.sleep(INDEX_DEBOUNCE_S)
             self._index_wanted.clear()
-            membership = self.membership
-            self.index.forget_except(membership.addresses)
+            view = self.membership.view()
+            self.index.forget_except(self.membership.addresses)
             for op in LISTS:
-                if self.index.unindexed(op, membership.expected(), membership.versions):
+                if self.index.unindexed(op, view.expected, view.versions):
                     with contextlib.suppress(GridError):  # the next change tries again
                         await self._scatter_gather(SearchRequest(op=op))
 
@@ -158,15 +159,15 @@ class SearchWorker:
             del self._coalesced[key]
 
     def _cached(self, key: tuple) -> SearchResult | None:
-        membership = self.membership
-        if not membership.all_versioned():  # also notices nodes that fell silent
+        view = self.membership.view()
+        if not view.cacheable:
             self.metrics.cache.labels("uncacheable").inc()
             return None
-        hit = self.cache.get(key, membership.generation)
+        hit = self.cache.get(key, view.generation)
         self.metrics.cache.labels("miss" if hit is None else "hit").inc()
         return hit
 
-    def _keep(self, query: SearchRequest, generation: int, state: str | None, gather: Gather,
+    def _keep(self, query: SearchRequest, view: MembershipView, gather: Gather,
               result: SearchResult) -> SearchResult:
         """Keep an answer every node gave at one generation, each from its announced version.
 
@@ -174,29 +175,27 @@ class SearchWorker:
         come from before a change, or from someone else. A kept answer carries
         the state it holds for, so that an API process may cache it too.
         """
-        versions = self.membership.versions
-        if (result.answered == result.asked and state is not None
-                and self.membership.all_versioned()
-                and generation == self.membership.generation  # read after the refresh above
+        versions = view.versions
+        if (result.answered == result.asked and view.cacheable
+                and view.generation == self.membership.generation  # nothing changed meanwhile
                 and all(reply.version == versions.get(node_id)
                         for node_id, reply in gather.replies.items())):
-            result = result.model_copy(update={"state": state})
-            self.cache.put(query.key(), generation, result)
+            result = result.model_copy(update={"state": view.digest})
+            self.cache.put(query.key(), view.generation, result)
         return result
 
     async def _scatter_gather(self, query: SearchRequest, use_index: bool = True
                               ) -> SearchResult:
         """Ask the nodes whose answer is open (every live node without ``use_index``)."""
-        expected, state = self.membership.expected(), self.membership.state()
-        generation = self.membership.generation
-        gather = Gather(expected)
-        ask = expected
+        view = self.membership.view()
+        gather = Gather(view.expected)
+        ask = view.expected
         if use_index and self.index is not None:
-            ask = self.index.fill(query, gather, self.membership.versions)
+            ask = self.index.fill(query, gather, view.versions)
         if ask:
             try:
                 async with self.budget.take(len(ask), self._may_wait_s()):
-                    await self._ask_and_gather(query, gather, ask)
+                    await self._ask_and_gather(query, gather, ask, view)
             except Overloaded:
                 self.metrics.overloaded.inc()
                 log.warning("search refused: node-query budget full",
@@ -210,7 +209,7 @@ class SearchWorker:
                 if node_id not in gather.derived:  # what the index gave it already knows
                     self.index.learn(query.op, reply)
         if self.cache is not None:
-            result = self._keep(query, generation, state, gather, result)
+            result = self._keep(query, view, gather, result)
         return result
 
     def _may_wait_s(self) -> float:
@@ -234,7 +233,7 @@ class SearchWorker:
         return max(timeout - queued - RETURN_ALLOWANCE_S, timeout / 2)
 
     async def _ask_and_gather(self, query: SearchRequest, gather: Gather,
-                              ask: dict[str, str]) -> None:
+                              ask: dict[str, str], view: MembershipView) -> None:
         """Send the query to ``ask``; wait until every expected node answered, or the deadline."""
         started = time.perf_counter()
         correlation_id = uuid.uuid4().hex
@@ -249,7 +248,7 @@ class SearchWorker:
             user_id=self.registry.user_id,
             delivery_mode=1)
         try:
-            if self._direct(gather, ask):
+            if self._direct(gather, ask, view):
                 for node_id in ask:
                     await self.bus.publish_raw(body, self.names.node_queue(node_id), properties)
             else:
@@ -261,13 +260,13 @@ class SearchWorker:
             del self._gathers[correlation_id]
         self.metrics.searches.labels(query.op).observe(time.perf_counter() - started)
 
-    def _direct(self, gather: Gather, ask: dict[str, str]) -> bool:
+    def _direct(self, gather: Gather, ask: dict[str, str], view: MembershipView) -> bool:
         """Few nodes, each with a queue of its own (it announces a version): to each queue.
 
         A node without a version may be one a bridge speaks for, which has no
         queue of its own and hears only broadcasts.
         """
-        versions = self.membership.versions
+        versions = view.versions
         return (len(ask) <= DIRECT_SHARE * len(gather.expected)
                 and all(versions.get(node_id) is not None for node_id in ask))
 
@@ -300,4 +299,6 @@ class SearchWorker:
             self.metrics.replies_dropped.labels("late").inc()
             return
         if not gather.add(self.screen.cap(reply)) and reply.node_id not in gather.derived:
-            self.metrics.replies_dropped.labels("unexpected").inc()
+            node_id = reply.node_id
+            waited = node_id in gather.expected or node_id not in self.membership.nodes
+            self.metrics.replies_dropped.labels("unexpected" if waited else "not_waited").inc()
