@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from shared import codec
 from shared.auth import SpeakerCheck
@@ -74,6 +74,17 @@ EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
 HeartbeatHandler = Callable[[Heartbeat], None]
 
 
+async def find_events(bus: Bus, channel: AbstractChannel, names: Names) -> AbstractExchange:
+    """The events exchange: declared by the gateway's processes, looked up by a bridge.
+
+    In secure mode a bridge's broker user may not declare the gateway's exchanges.
+    """
+    settings = bus.settings
+    if settings.node_auth and bus.user not in settings.gateway_user_set:
+        return await channel.declare_exchange(names.events_exchange, passive=True)
+    return await declare_events(channel, names)
+
+
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
                            on_heartbeat: HeartbeatHandler | None = None,
                            speakers: SpeakerCheck | None = None) -> None:
@@ -86,11 +97,7 @@ async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
     """
     speakers = speakers or SpeakerCheck(bus.settings)
     channel = await bus.channel(prefetch=256)
-    if speakers.on and bus.user not in bus.settings.gateway_user_set:
-        # A bridge's broker user may not declare the gateway's exchanges: look it up.
-        exchange = await channel.declare_exchange(names.events_exchange, passive=True)
-    else:
-        exchange = await declare_events(channel, names)
+    exchange = await find_events(bus, channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     # "#", not "*": node ids may contain dots, which split routing-key words.
     if on_heartbeat is not None:

@@ -20,9 +20,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared import codec
 from shared.contracts import MEMBERSHIP, MembershipDelta, MembershipRequest, MembershipSnapshot
 from shared.errors import GridError, InvalidRequest
+from shared.liveness import find_events
 from shared.membership import Membership
 from shared.rpc import RpcClient
-from shared.topology import DELTA_KEY, declare_events
+from shared.topology import DELTA_KEY
 
 log = logging.getLogger(__name__)
 # Deltas kept while a snapshot is on its way (older ones are dropped: another read follows).
@@ -51,7 +52,7 @@ class MembershipFeed:
     async def start(self) -> None:
         """Subscribe first, then read the snapshot, so no delta falls in between."""
         channel = await self.bus.channel(prefetch=64)
-        exchange = await declare_events(channel, self.names)
+        exchange = await find_events(self.bus, channel, self.names)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, routing_key=DELTA_KEY)
         await queue.consume(self._on_message, no_ack=True)

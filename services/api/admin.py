@@ -94,6 +94,7 @@ async def revoke(request: Request, gateway: GatewayDep) -> JsonResponse:
     data = await read_object(request, INVALID)
     command = _command(RevokeRequest, {"node_id": data.get("node-id")})
     await gateway.registry(REVOKE, command, Done)
+    gateway.membership.left_here(command.node_id)  # gone from this process's lists at once
     return JsonResponse({"message": "Revoked."})
 
 

@@ -263,6 +263,12 @@ class LivenessOwner:
             self._flush_at = loop.call_later(self.settings.membership_batch_s,
                                              lambda: self._spawn(self._flush()))
 
+    async def publish_now(self) -> None:
+        """Send what changed without waiting for the batch (a removal: gone at once)."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        await self._flush()
+
     async def _flush(self) -> None:
         """Publish what changed since the last delta, as the next delta of this epoch."""
         self._flush_at = None

@@ -153,6 +153,7 @@ class RegistryWorker:
         await self.store.remove(request.node_id, request.node_address)
         if self.owner.active:
             self.owner.left(request.node_id)
+            await self.owner.publish_now()  # before the reply: no search asks it again
         await self.events.publish(MembershipEvent(kind="left", node_id=request.node_id))
         log.info("node deleted", extra={"node_id": request.node_id})
         return Done()
@@ -201,6 +202,7 @@ class RegistryWorker:
         self.bridged.discard(node_id)
         if self.owner.active:
             self.owner.left(node_id)
+            await self.owner.publish_now()  # before the reply: no search asks it again
         self.membership.left_here(node_id)
         await self.events.publish(MembershipEvent(kind="left", node_id=node_id))
         log.info("node revoked", extra={"node_id": node_id})
