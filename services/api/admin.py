@@ -7,15 +7,15 @@ answer to its enrollment and nowhere else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 
 from services.api import openapi as doc
+from services.api.bodies import BridgeUser, Enrolling, Revoking, body
 from services.api.credentials import require_admin_token
-from services.api.errors import ApiError, JsonResponse
-from services.api.routes import GatewayDep, get_settings, read_object
+from services.api.errors import INVALID_FIELDS, JsonResponse
+from services.api.routes import GatewayDep, get_settings
 from shared.contracts import (
     BRIDGE_USER,
     ENROLL,
@@ -29,8 +29,7 @@ from shared.contracts import (
     ListRequest,
     RevokeRequest,
 )
-
-INVALID = "Invalid json fields."
+from shared.errors import NOT_FOUND
 
 
 async def require_operator(request: Request) -> None:
@@ -38,7 +37,7 @@ async def require_operator(request: Request) -> None:
 
 
 ADMIN_ERRORS = {
-    400: doc.error("Not JSON, or a field missing or invalid.", INVALID),
+    400: doc.error("Not JSON, or a field missing or invalid.", INVALID_FIELDS),
     401: doc.UNAUTHORIZED,
     403: doc.error("No admin token is configured.",
                    "The admin routes are off: the gateway has no GRID_ADMIN_TOKEN."),
@@ -50,13 +49,6 @@ CREDENTIALS = {"type": "object", "properties": {
     "token": {"type": "string"}, "node-address": {"type": ["string", "null"]}},
     "required": ["node-id", "amqp-url", "token"]}
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_operator)])
-
-
-def _command(model: type, data: dict[str, Any]) -> Any:
-    try:
-        return model(**data)
-    except (ValidationError, TypeError):
-        raise ApiError(400, INVALID) from None
 
 
 def _credentials(enrolled: Enrolled) -> JsonResponse:
@@ -75,11 +67,10 @@ def _credentials(enrolled: Enrolled) -> JsonResponse:
                                        {"node-id": "alice", "amqp-url": "amqp://alice:...@broker/",
                                         "token": "...", "node-address": None}),
                        **ADMIN_ERRORS})
-async def enroll(request: Request, gateway: GatewayDep) -> JsonResponse:
-    data = await read_object(request, INVALID)
-    command = _command(EnrollRequest, {"node_id": data.get("node-id"),
-                                       "node_address": data.get("node-address"),
-                                       "bridged": data.get("bridged", False)})
+async def enroll(gateway: GatewayDep,
+                 fields: Annotated[Enrolling, body(Enrolling)]) -> JsonResponse:
+    command = EnrollRequest(node_id=fields.node_id, node_address=fields.node_address,
+                            bridged=fields.bridged)
     return _credentials(await gateway.registry(ENROLL, command, Enrolled))
 
 
@@ -88,12 +79,11 @@ async def enroll(request: Request, gateway: GatewayDep) -> JsonResponse:
                 {"type": "object", "required": ["node-id"],
                  "properties": {"node-id": {"type": "string"}}}, {"node-id": "alice"}),
             responses={200: doc.error("Revoked.", "Revoked."),
-                       404: doc.error("Not enrolled.", "This ID was not found in connected nodes"),
+                       404: doc.error("Not enrolled.", NOT_FOUND),
                        **ADMIN_ERRORS})
-async def revoke(request: Request, gateway: GatewayDep) -> JsonResponse:
-    data = await read_object(request, INVALID)
-    command = _command(RevokeRequest, {"node_id": data.get("node-id")})
-    await gateway.registry(REVOKE, command, Done)
+async def revoke(gateway: GatewayDep,
+                 fields: Annotated[Revoking, body(Revoking)]) -> JsonResponse:
+    await gateway.registry(REVOKE, RevokeRequest(node_id=fields.node_id), Done)
     return JsonResponse({"message": "Revoked."})
 
 
@@ -114,7 +104,7 @@ async def enrolled_nodes(gateway: GatewayDep) -> JsonResponse:
                                        {"node-id": "bridge", "amqp-url": "amqp://...",
                                         "token": ""}),
                        **ADMIN_ERRORS})
-async def bridge_user(request: Request, gateway: GatewayDep) -> JsonResponse:
-    data = await read_object(request, INVALID)
-    command = _command(BridgeUserRequest, {"user": data.get("user")})
+async def bridge_user(gateway: GatewayDep,
+                      fields: Annotated[BridgeUser, body(BridgeUser)]) -> JsonResponse:
+    command = BridgeUserRequest(user=fields.user)
     return _credentials(await gateway.registry(BRIDGE_USER, command, Enrolled))

@@ -14,17 +14,16 @@ import re
 
 from fastapi import Request
 
-from services.api.errors import ApiError
+from services.api.errors import UNAUTHORIZED_TEXT, ApiError
 from shared.auth import token_hash
 from shared.settings import ApiSettings
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
 NODE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
-UNAUTHORIZED = "Missing or invalid bearer token."
 
 
 def unauthorized() -> ApiError:
-    return ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return ApiError(401, UNAUTHORIZED_TEXT, headers={"WWW-Authenticate": "Bearer"})
 
 
 def bearer(request: Request) -> str | None:

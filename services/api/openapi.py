@@ -1,14 +1,17 @@
 """OpenAPI fragments for the routes: request bodies and answers with the seed's examples.
 
-The routes read their bodies raw (see ``http.read_json``), so their request
-schemas are declared here rather than inferred from parameters.
+The routes read their bodies raw (see ``bodies.body``), so their request
+schemas are declared here rather than inferred from parameters. Each route's
+request body and answers are named at the end, for its decorator.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.api.errors import INVALID_FIELDS, INVALID_JSON, TOO_LARGE_TEXT, UNAUTHORIZED_TEXT
 from shared.contracts import NODE_ADDRESS_PATTERN, NODE_ID_PATTERN
+from shared.errors import ALREADY_REGISTERED, NOT_FOUND
 
 # The API checks node addresses with pydantic, whose regex engine reads \s as Unicode
 # White_Space. A JSON Schema pattern is an ECMA-262 regex, where \s is another set (it
@@ -99,13 +102,13 @@ FORBIDDEN = {
 TOO_LARGE = {
     "description": "Body over the size cap.",
     "content": {"application/json": {"schema": MESSAGE,
-                                     "example": {"message": "Request body too large."}}},
+                                     "example": {"message": TOO_LARGE_TEXT}}},
 }
 UNAUTHORIZED = {
     "description": "An admin token is configured (or secure mode is on) and the request "
                    "carries neither it nor a valid node token.",
     "content": {"application/json": {"schema": MESSAGE,
-                                     "example": {"message": "Missing or invalid bearer token."}}},
+                                     "example": {"message": UNAUTHORIZED_TEXT}}},
 }
 READ_UNAUTHORIZED = {
     **UNAUTHORIZED,
@@ -139,3 +142,65 @@ def answers(description: str, schema: dict, examples: dict[str, tuple[str, Any]]
 
 def error(description: str, text: str) -> dict:
     return answer(description, MESSAGE, {"message": text})
+
+
+# --- each route's request body and answers ----------------------------------
+
+NODE_BODY = request_body(NODE_FIELDS, {"node-id": "alice", "node-address": "http://alice:5000"})
+JOIN_RESPONSES = {
+    200: error("Registered.", "Successfully Connected!"),
+    400: error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    409: error("The id is taken.", ALREADY_REGISTERED),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+DELETE_RESPONSES = {
+    200: error("Deleted.", "Successfully Deleted!"),
+    400: error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    404: error("No node with this id and address.", NOT_FOUND),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+CONNECTED_NODES_RESPONSES = {
+    200: answer("Live node ids, sorted.",
+                {"type": "object", "properties": {"grid-nodes": STRINGS},
+                 "required": ["grid-nodes"]},
+                {"grid-nodes": ["node1", "node2", "node3"]}),
+    401: READ_UNAUTHORIZED,
+    503: UNAVAILABLE,
+}
+ENCRYPTED_HOSTS_RESPONSES = {
+    200: answer("[id, address] pairs.", PAIRS,
+                [["node_id1", "node_address1"], ["node_id2", "node_address2"]]),
+    401: READ_UNAUTHORIZED,
+    503: UNAVAILABLE,
+}
+MODEL_HOSTS_RESPONSES = {
+    200: answer("[id, address] pairs.", PAIRS, [["node_id1", "node_address1"]]),
+    401: READ_UNAUTHORIZED,
+    503: UNAVAILABLE,
+}
+_SEARCH_ERRORS = {
+    400: error("Not JSON, or the field is missing or invalid.", INVALID_FIELDS),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+_NODE_PAIRS = answer("[id, address] pairs, sorted by id.", PAIRS,
+                     [["alice", "http://alice:5000"]])
+ENCRYPTED_MODEL_BODY = request_body(MODEL_ID, {"model_id": "convnet"})
+SEARCH_ENCRYPTED_RESPONSES = {
+    200: answers("The hosting nodes ({} when none does).", ENCRYPTED_MODEL, ENCRYPTED_EXAMPLES),
+    **_SEARCH_ERRORS,
+}
+MODEL_BODY = request_body(MODEL_ID, {"model_id": "mnist-cnn"})
+SEARCH_MODEL_RESPONSES = {200: _NODE_PAIRS, **_SEARCH_ERRORS}
+MODELS_RESPONSES = {200: answer("Model ids, sorted.", STRINGS, ["mnist-cnn", "toy-linear"]),
+                    503: UNAVAILABLE}
+TAGS_RESPONSES = {200: answer("Tags, sorted.", STRINGS, ["#labels", "#mnist", "#train"]),
+                  503: UNAVAILABLE}
+TAG_QUERY_BODY = request_body(TAG_QUERY, {"query": ["#mnist", "#train"]})
+SEARCH_TAGS_RESPONSES = {200: _NODE_PAIRS, **_SEARCH_ERRORS}
