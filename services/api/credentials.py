@@ -14,7 +14,7 @@ import re
 
 from fastapi import Request
 
-from services.api.errors import UNAUTHORIZED_TEXT, ApiError
+from services.api.errors import ADMIN_OFF_TEXT, UNAUTHORIZED_TEXT, ApiError
 from shared.auth import token_hash
 from shared.settings import ApiSettings
 
@@ -53,6 +53,6 @@ def node_credential(request: Request, settings: ApiSettings) -> str | None:
 def require_admin_token(request: Request, settings: ApiSettings) -> None:
     """The operator's routes: the admin token only (403 while none is configured)."""
     if settings.admin_token is None:
-        raise ApiError(403, "The admin routes are off: the gateway has no GRID_ADMIN_TOKEN.")
+        raise ApiError(403, ADMIN_OFF_TEXT)
     if not is_admin(bearer(request), settings):
         raise unauthorized()

@@ -44,6 +44,7 @@ INVALID_JSON = "Invalid json."
 INVALID_FIELDS = "Invalid json fields."
 TOO_LARGE_TEXT = "Request body too large."
 UNAUTHORIZED_TEXT = "Missing or invalid bearer token."
+ADMIN_OFF_TEXT = "The admin routes are off: the gateway has no GRID_ADMIN_TOKEN."
 
 _STATUS = {
     Conflict: 409,

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.api.errors import INVALID_FIELDS, INVALID_JSON, TOO_LARGE_TEXT, UNAUTHORIZED_TEXT
+from services.api.errors import (
+    ADMIN_OFF_TEXT,
+    INVALID_FIELDS,
+    INVALID_JSON,
+    TOO_LARGE_TEXT,
+    UNAUTHORIZED_TEXT,
+)
 from shared.contracts import NODE_ADDRESS_PATTERN, NODE_ID_PATTERN
 from shared.errors import ALREADY_REGISTERED, NOT_FOUND
 
@@ -204,3 +210,46 @@ TAGS_RESPONSES = {200: answer("Tags, sorted.", STRINGS, ["#labels", "#mnist", "#
                   503: UNAVAILABLE}
 TAG_QUERY_BODY = request_body(TAG_QUERY, {"query": ["#mnist", "#train"]})
 SEARCH_TAGS_RESPONSES = {200: _NODE_PAIRS, **_SEARCH_ERRORS}
+
+# --- the operator's routes (/admin) -----------------------------------------
+
+_ADMIN_ERRORS = {
+    400: error("Not JSON, or a field missing or invalid.", INVALID_FIELDS),
+    401: UNAUTHORIZED,
+    403: error("No admin token is configured.", ADMIN_OFF_TEXT),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+_CREDENTIALS = {"type": "object", "properties": {
+    "node-id": {"type": "string"}, "amqp-url": {"type": "string"},
+    "token": {"type": "string"}, "node-address": {"type": ["string", "null"]}},
+    "required": ["node-id", "amqp-url", "token"]}
+ENROLL_BODY = request_body(
+    {"type": "object", "required": ["node-id"], "properties": {
+        "node-id": NODE_FIELDS["properties"]["node-id"],
+        "node-address": NODE_FIELDS["properties"]["node-address"],
+        "bridged": {"type": "boolean"}}},
+    {"node-id": "alice", "node-address": "http://alice:5000"})
+ENROLL_RESPONSES = {
+    200: answer("The node's credentials (shown only here).", _CREDENTIALS,
+                {"node-id": "alice", "amqp-url": "amqp://alice:...@broker/",
+                 "token": "...", "node-address": None}),
+    **_ADMIN_ERRORS,
+}
+REVOKE_BODY = request_body({"type": "object", "required": ["node-id"],
+                            "properties": {"node-id": {"type": "string"}}}, {"node-id": "alice"})
+REVOKE_RESPONSES = {200: error("Revoked.", "Revoked."),
+                    404: error("Not enrolled.", NOT_FOUND),
+                    **_ADMIN_ERRORS}
+ENROLLED_RESPONSES = {
+    200: answer("Enrolled nodes, sorted by id.", {"type": "object"},
+                {"nodes": [{"node_id": "alice", "bridged": False}]}),
+    **_ADMIN_ERRORS,
+}
+BRIDGE_USER_BODY = request_body({"type": "object", "required": ["user"],
+                                 "properties": {"user": {"type": "string"}}}, {"user": "bridge"})
+BRIDGE_USER_RESPONSES = {
+    200: answer("The bridge's broker URL.", _CREDENTIALS,
+                {"node-id": "bridge", "amqp-url": "amqp://...", "token": ""}),
+    **_ADMIN_ERRORS,
+}
