@@ -6,15 +6,21 @@ rebuilds the known types with :func:`from_wire` and maps them to HTTP.
 
 from __future__ import annotations
 
+# The seed API's two registry messages, sent to clients word for word.
+ALREADY_REGISTERED = "This ID has already been registered."
+NOT_FOUND = "This ID was not found in connected nodes"
+
 
 class GridError(Exception):
     """Base of every error the gateway raises on purpose."""
 
     type = "error"
+    # The message when none is given; else the class docstring.
+    default = ""
 
     def __init__(self, message: str = "") -> None:
-        super().__init__(message or self.__class__.__doc__ or self.type)
-        self.message = message or (self.__class__.__doc__ or self.type).strip()
+        self.message = message or self.default or (self.__class__.__doc__ or self.type).strip()
+        super().__init__(self.message)
 
     def to_wire(self) -> dict:
         return {"type": self.type, "message": self.message}
@@ -27,15 +33,17 @@ class InvalidRequest(GridError):
 
 
 class Conflict(GridError):
-    """This ID has already been registered."""
+    """The node id is taken."""
 
     type = "conflict"
+    default = ALREADY_REGISTERED
 
 
 class NotFound(GridError):
-    """This ID was not found in connected nodes."""
+    """No node has this id (and address)."""
 
     type = "not_found"
+    default = NOT_FOUND
 
 
 class StoreUnavailable(GridError):

@@ -7,15 +7,15 @@ answer to its enrollment and nowhere else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 
 from services.api import openapi as doc
+from services.api.bodies import BridgeUser, Enrolling, Revoking, body
 from services.api.credentials import require_admin_token
-from services.api.errors import ApiError, JsonResponse
-from services.api.routes import GatewayDep, get_settings, read_object
+from services.api.errors import JsonResponse
+from services.api.routes import GatewayDep, get_settings
 from shared.contracts import (
     BRIDGE_USER,
     ENROLL,
@@ -30,33 +30,12 @@ from shared.contracts import (
     RevokeRequest,
 )
 
-INVALID = "Invalid json fields."
-
 
 async def require_operator(request: Request) -> None:
     require_admin_token(request, get_settings(request))
 
 
-ADMIN_ERRORS = {
-    400: doc.error("Not JSON, or a field missing or invalid.", INVALID),
-    401: doc.UNAUTHORIZED,
-    403: doc.error("No admin token is configured.",
-                   "The admin routes are off: the gateway has no GRID_ADMIN_TOKEN."),
-    413: doc.TOO_LARGE,
-    503: doc.UNAVAILABLE,
-}
-CREDENTIALS = {"type": "object", "properties": {
-    "node-id": {"type": "string"}, "amqp-url": {"type": "string"},
-    "token": {"type": "string"}, "node-address": {"type": ["string", "null"]}},
-    "required": ["node-id", "amqp-url", "token"]}
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_operator)])
-
-
-def _command(model: type, data: dict[str, Any]) -> Any:
-    try:
-        return model(**data)
-    except (ValidationError, TypeError):
-        raise ApiError(400, INVALID) from None
 
 
 def _credentials(enrolled: Enrolled) -> JsonResponse:
@@ -65,57 +44,33 @@ def _credentials(enrolled: Enrolled) -> JsonResponse:
 
 
 @admin.post("/enroll", summary="Enroll a node, or rotate its credentials.",
-            openapi_extra=doc.request_body(
-                {"type": "object", "required": ["node-id"], "properties": {
-                    "node-id": doc.NODE_FIELDS["properties"]["node-id"],
-                    "node-address": doc.NODE_FIELDS["properties"]["node-address"],
-                    "bridged": {"type": "boolean"}}},
-                {"node-id": "alice", "node-address": "http://alice:5000"}),
-            responses={200: doc.answer("The node's credentials (shown only here).", CREDENTIALS,
-                                       {"node-id": "alice", "amqp-url": "amqp://alice:...@broker/",
-                                        "token": "...", "node-address": None}),
-                       **ADMIN_ERRORS})
-async def enroll(request: Request, gateway: GatewayDep) -> JsonResponse:
-    data = await read_object(request, INVALID)
-    command = _command(EnrollRequest, {"node_id": data.get("node-id"),
-                                       "node_address": data.get("node-address"),
-                                       "bridged": data.get("bridged", False)})
+            openapi_extra=doc.ENROLL_BODY, responses=doc.ENROLL_RESPONSES)
+async def enroll(gateway: GatewayDep,
+                 fields: Annotated[Enrolling, body(Enrolling)]) -> JsonResponse:
+    command = EnrollRequest(node_id=fields.node_id, node_address=fields.node_address,
+                            bridged=fields.bridged)
     return _credentials(await gateway.registry(ENROLL, command, Enrolled))
 
 
 @admin.post("/revoke", summary="Revoke a node: its broker user, its token, its registration.",
-            openapi_extra=doc.request_body(
-                {"type": "object", "required": ["node-id"],
-                 "properties": {"node-id": {"type": "string"}}}, {"node-id": "alice"}),
-            responses={200: doc.error("Revoked.", "Revoked."),
-                       404: doc.error("Not enrolled.", "This ID was not found in connected nodes"),
-                       **ADMIN_ERRORS})
-async def revoke(request: Request, gateway: GatewayDep) -> JsonResponse:
-    data = await read_object(request, INVALID)
-    command = _command(RevokeRequest, {"node_id": data.get("node-id")})
-    await gateway.registry(REVOKE, command, Done)
-    gateway.membership.left_here(command.node_id)  # gone from this process's lists at once
+            openapi_extra=doc.REVOKE_BODY, responses=doc.REVOKE_RESPONSES)
+async def revoke(gateway: GatewayDep,
+                 fields: Annotated[Revoking, body(Revoking)]) -> JsonResponse:
+    await gateway.registry(REVOKE, RevokeRequest(node_id=fields.node_id), Done)
+    gateway.membership.left_here(fields.node_id)  # gone from this process's lists at once
     return JsonResponse({"message": "Revoked."})
 
 
 @admin.get("/nodes", summary="Enrolled nodes: when each enrolled and was last heard.",
-           responses={200: doc.answer("Enrolled nodes, sorted by id.", {"type": "object"},
-                                      {"nodes": [{"node_id": "alice", "bridged": False}]}),
-                      **ADMIN_ERRORS})
+           responses=doc.ENROLLED_RESPONSES)
 async def enrolled_nodes(gateway: GatewayDep) -> JsonResponse:
     listed = await gateway.registry(LIST_ENROLLED, ListRequest(), EnrolledList)
     return JsonResponse(listed.model_dump(mode="json"))
 
 
 @admin.post("/bridge-user", summary="Create or rotate an HTTP bridge's broker user.",
-            openapi_extra=doc.request_body(
-                {"type": "object", "required": ["user"],
-                 "properties": {"user": {"type": "string"}}}, {"user": "bridge"}),
-            responses={200: doc.answer("The bridge's broker URL.", CREDENTIALS,
-                                       {"node-id": "bridge", "amqp-url": "amqp://...",
-                                        "token": ""}),
-                       **ADMIN_ERRORS})
-async def bridge_user(request: Request, gateway: GatewayDep) -> JsonResponse:
-    data = await read_object(request, INVALID)
-    command = _command(BridgeUserRequest, {"user": data.get("user")})
+            openapi_extra=doc.BRIDGE_USER_BODY, responses=doc.BRIDGE_USER_RESPONSES)
+async def bridge_user(gateway: GatewayDep,
+                      fields: Annotated[BridgeUser, body(BridgeUser)]) -> JsonResponse:
+    command = BridgeUserRequest(user=fields.user)
     return _credentials(await gateway.registry(BRIDGE_USER, command, Enrolled))

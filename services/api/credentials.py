@@ -14,17 +14,16 @@ import re
 
 from fastapi import Request
 
-from services.api.errors import ApiError
+from services.api.errors import ADMIN_OFF_TEXT, UNAUTHORIZED_TEXT, ApiError
 from shared.auth import token_hash
 from shared.settings import ApiSettings
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
 NODE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
-UNAUTHORIZED = "Missing or invalid bearer token."
 
 
 def unauthorized() -> ApiError:
-    return ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return ApiError(401, UNAUTHORIZED_TEXT, headers={"WWW-Authenticate": "Bearer"})
 
 
 def bearer(request: Request) -> str | None:
@@ -54,6 +53,6 @@ def node_credential(request: Request, settings: ApiSettings) -> str | None:
 def require_admin_token(request: Request, settings: ApiSettings) -> None:
     """The operator's routes: the admin token only (403 while none is configured)."""
     if settings.admin_token is None:
-        raise ApiError(403, "The admin routes are off: the gateway has no GRID_ADMIN_TOKEN.")
+        raise ApiError(403, ADMIN_OFF_TEXT)
     if not is_admin(bearer(request), settings):
         raise unauthorized()

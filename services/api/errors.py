@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from shared.errors import (
+    ALREADY_REGISTERED,
+    NOT_FOUND,
     BrokerAdminUnavailable,
     BusUnavailable,
     Conflict,
@@ -37,12 +39,12 @@ class JsonResponse(Response):
         return orjson.dumps(content)
 
 
-# The seed API's exact bodies.
+# The seed API's exact bodies (the registry's two are in shared.errors).
 INVALID_JSON = "Invalid json."
 INVALID_FIELDS = "Invalid json fields."
-ALREADY_REGISTERED = "This ID has already been registered."
-NOT_FOUND = "This ID was not found in connected nodes"
-TOO_LARGE = "Request body too large."
+TOO_LARGE_TEXT = "Request body too large."
+UNAUTHORIZED_TEXT = "Missing or invalid bearer token."
+ADMIN_OFF_TEXT = "The admin routes are off: the gateway has no GRID_ADMIN_TOKEN."
 
 _STATUS = {
     Conflict: 409,
@@ -85,7 +87,7 @@ async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
 async def _grid_error(request: Request, exc: GridError) -> JsonResponse:
     """Map the errors that come back from the bus to HTTP."""
     if isinstance(exc, Unauthorized):  # a node token the registry does not know
-        return message(401, "Missing or invalid bearer token.", {"WWW-Authenticate": "Bearer"})
+        return message(401, UNAUTHORIZED_TEXT, {"WWW-Authenticate": "Bearer"})
     status = _STATUS.get(type(exc), 502)
     text = _FIXED_MESSAGE.get(type(exc), exc.message)
     if status == 502:

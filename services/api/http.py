@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from services.api.errors import TOO_LARGE, ApiError
+from services.api.errors import TOO_LARGE_TEXT, ApiError
 
 
 class NotJson(Exception):
@@ -22,12 +22,12 @@ async def read_json(request: Request, limit: int) -> Any:
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, TOO_LARGE)
+        raise ApiError(413, TOO_LARGE_TEXT)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, TOO_LARGE)
+            raise ApiError(413, TOO_LARGE_TEXT)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

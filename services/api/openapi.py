@@ -1,14 +1,23 @@
 """OpenAPI fragments for the routes: request bodies and answers with the seed's examples.
 
-The routes read their bodies raw (see ``http.read_json``), so their request
-schemas are declared here rather than inferred from parameters.
+The routes read their bodies raw (see ``bodies.body``), so their request
+schemas are declared here rather than inferred from parameters. Each route's
+request body and answers are named at the end, for its decorator.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.api.errors import (
+    ADMIN_OFF_TEXT,
+    INVALID_FIELDS,
+    INVALID_JSON,
+    TOO_LARGE_TEXT,
+    UNAUTHORIZED_TEXT,
+)
 from shared.contracts import NODE_ADDRESS_PATTERN, NODE_ID_PATTERN
+from shared.errors import ALREADY_REGISTERED, NOT_FOUND
 
 # The API checks node addresses with pydantic, whose regex engine reads \s as Unicode
 # White_Space. A JSON Schema pattern is an ECMA-262 regex, where \s is another set (it
@@ -99,13 +108,13 @@ FORBIDDEN = {
 TOO_LARGE = {
     "description": "Body over the size cap.",
     "content": {"application/json": {"schema": MESSAGE,
-                                     "example": {"message": "Request body too large."}}},
+                                     "example": {"message": TOO_LARGE_TEXT}}},
 }
 UNAUTHORIZED = {
     "description": "An admin token is configured (or secure mode is on) and the request "
                    "carries neither it nor a valid node token.",
     "content": {"application/json": {"schema": MESSAGE,
-                                     "example": {"message": "Missing or invalid bearer token."}}},
+                                     "example": {"message": UNAUTHORIZED_TEXT}}},
 }
 READ_UNAUTHORIZED = {
     **UNAUTHORIZED,
@@ -139,3 +148,108 @@ def answers(description: str, schema: dict, examples: dict[str, tuple[str, Any]]
 
 def error(description: str, text: str) -> dict:
     return answer(description, MESSAGE, {"message": text})
+
+
+# --- each route's request body and answers ----------------------------------
+
+NODE_BODY = request_body(NODE_FIELDS, {"node-id": "alice", "node-address": "http://alice:5000"})
+JOIN_RESPONSES = {
+    200: error("Registered.", "Successfully Connected!"),
+    400: error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    409: error("The id is taken.", ALREADY_REGISTERED),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+DELETE_RESPONSES = {
+    200: error("Deleted.", "Successfully Deleted!"),
+    400: error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    404: error("No node with this id and address.", NOT_FOUND),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+CONNECTED_NODES_RESPONSES = {
+    200: answer("Live node ids, sorted.",
+                {"type": "object", "properties": {"grid-nodes": STRINGS},
+                 "required": ["grid-nodes"]},
+                {"grid-nodes": ["node1", "node2", "node3"]}),
+    401: READ_UNAUTHORIZED,
+    503: UNAVAILABLE,
+}
+ENCRYPTED_HOSTS_RESPONSES = {
+    200: answer("[id, address] pairs.", PAIRS,
+                [["node_id1", "node_address1"], ["node_id2", "node_address2"]]),
+    401: READ_UNAUTHORIZED,
+    503: UNAVAILABLE,
+}
+MODEL_HOSTS_RESPONSES = {
+    200: answer("[id, address] pairs.", PAIRS, [["node_id1", "node_address1"]]),
+    401: READ_UNAUTHORIZED,
+    503: UNAVAILABLE,
+}
+_SEARCH_ERRORS = {
+    400: error("Not JSON, or the field is missing or invalid.", INVALID_FIELDS),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+_NODE_PAIRS = answer("[id, address] pairs, sorted by id.", PAIRS,
+                     [["alice", "http://alice:5000"]])
+ENCRYPTED_MODEL_BODY = request_body(MODEL_ID, {"model_id": "convnet"})
+SEARCH_ENCRYPTED_RESPONSES = {
+    200: answers("The hosting nodes ({} when none does).", ENCRYPTED_MODEL, ENCRYPTED_EXAMPLES),
+    **_SEARCH_ERRORS,
+}
+MODEL_BODY = request_body(MODEL_ID, {"model_id": "mnist-cnn"})
+SEARCH_MODEL_RESPONSES = {200: _NODE_PAIRS, **_SEARCH_ERRORS}
+MODELS_RESPONSES = {200: answer("Model ids, sorted.", STRINGS, ["mnist-cnn", "toy-linear"]),
+                    503: UNAVAILABLE}
+TAGS_RESPONSES = {200: answer("Tags, sorted.", STRINGS, ["#labels", "#mnist", "#train"]),
+                  503: UNAVAILABLE}
+TAG_QUERY_BODY = request_body(TAG_QUERY, {"query": ["#mnist", "#train"]})
+SEARCH_TAGS_RESPONSES = {200: _NODE_PAIRS, **_SEARCH_ERRORS}
+
+# --- the operator's routes (/admin) -----------------------------------------
+
+_ADMIN_ERRORS = {
+    400: error("Not JSON, or a field missing or invalid.", INVALID_FIELDS),
+    401: UNAUTHORIZED,
+    403: error("No admin token is configured.", ADMIN_OFF_TEXT),
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
+_CREDENTIALS = {"type": "object", "properties": {
+    "node-id": {"type": "string"}, "amqp-url": {"type": "string"},
+    "token": {"type": "string"}, "node-address": {"type": ["string", "null"]}},
+    "required": ["node-id", "amqp-url", "token"]}
+ENROLL_BODY = request_body(
+    {"type": "object", "required": ["node-id"], "properties": {
+        "node-id": NODE_FIELDS["properties"]["node-id"],
+        "node-address": NODE_FIELDS["properties"]["node-address"],
+        "bridged": {"type": "boolean"}}},
+    {"node-id": "alice", "node-address": "http://alice:5000"})
+ENROLL_RESPONSES = {
+    200: answer("The node's credentials (shown only here).", _CREDENTIALS,
+                {"node-id": "alice", "amqp-url": "amqp://alice:...@broker/",
+                 "token": "...", "node-address": None}),
+    **_ADMIN_ERRORS,
+}
+REVOKE_BODY = request_body({"type": "object", "required": ["node-id"],
+                            "properties": {"node-id": {"type": "string"}}}, {"node-id": "alice"})
+REVOKE_RESPONSES = {200: error("Revoked.", "Revoked."),
+                    404: error("Not enrolled.", NOT_FOUND),
+                    **_ADMIN_ERRORS}
+ENROLLED_RESPONSES = {
+    200: answer("Enrolled nodes, sorted by id.", {"type": "object"},
+                {"nodes": [{"node_id": "alice", "bridged": False}]}),
+    **_ADMIN_ERRORS,
+}
+BRIDGE_USER_BODY = request_body({"type": "object", "required": ["user"],
+                                 "properties": {"user": {"type": "string"}}}, {"user": "bridge"})
+BRIDGE_USER_RESPONSES = {
+    200: answer("The bridge's broker URL.", _CREDENTIALS,
+                {"node-id": "bridge", "amqp-url": "amqp://...", "token": ""}),
+    **_ADMIN_ERRORS,
+}

@@ -6,7 +6,6 @@ and maps the reply to the seed API's status codes and bodies.
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from typing import Annotated, Any
 
@@ -15,16 +14,10 @@ from pydantic import ValidationError
 
 from services.api import encrypted
 from services.api import openapi as doc
-from services.api.credentials import node_credential
-from services.api.errors import (
-    ALREADY_REGISTERED,
-    INVALID_FIELDS,
-    INVALID_JSON,
-    ApiError,
-    JsonResponse,
-)
+from services.api.bodies import Joining, Leaving, ModelQuery, TagQuery, body
+from services.api.credentials import bearer, is_admin, node_credential, unauthorized
+from services.api.errors import ApiError, JsonResponse
 from services.api.gateway import Gateway
-from services.api.http import NotJson, read_json
 from shared.contracts import (
     CHOOSE_HOSTS,
     DELETE,
@@ -38,9 +31,10 @@ from shared.contracts import (
     ListRequest,
     NodeList,
     NodeQuery,
+    QueryOp,
     SearchResult,
 )
-from shared.errors import Conflict
+from shared.errors import ALREADY_REGISTERED, Conflict, NotFound
 from shared.settings import ApiSettings
 
 # Dependencies are coroutines: FastAPI runs a plain ``def`` dependency in a thread
@@ -60,14 +54,8 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 def _check_token(request: Request, settings: ApiSettings) -> None:
     """Constant-time bearer token check; the token itself is never logged."""
-    token = settings.admin_token
-    if token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise ApiError(401, "Missing or invalid bearer token.",
-                       headers={"WWW-Authenticate": "Bearer"})
+    if settings.admin_token is not None and not is_admin(bearer(request), settings):
+        raise unauthorized()
 
 
 async def require_admin(request: Request) -> None:
@@ -103,42 +91,15 @@ write_guard = [Depends(require_admin)]
 read_guard = [Depends(require_reader)]
 
 
-async def read_object(request: Request, invalid: str) -> dict[str, Any]:
-    """The body as a JSON object, else a 400 with the route's seed message."""
-    try:
-        data = await read_json(request, get_settings(request).max_body_bytes)
-    except NotJson:
-        raise ApiError(400, invalid) from None
-    if not isinstance(data, dict):
-        raise ApiError(400, invalid)
-    return data
-
-
 # --- registry ---------------------------------------------------------------
 
 
-@registry.post(
-    "/join",
-    summary="Register a new grid node.",
-    openapi_extra=doc.request_body(
-        doc.NODE_FIELDS, {"node-id": "alice", "node-address": "http://alice:5000"}),
-    responses={
-        200: doc.error("Registered.", "Successfully Connected!"),
-        400: doc.error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
-        401: doc.UNAUTHORIZED,
-        403: doc.FORBIDDEN,
-        409: doc.error("The id is taken.", "This ID has already been registered."),
-        413: doc.TOO_LARGE,
-        503: doc.UNAVAILABLE,
-    },
-)
-async def join(request: Request, gateway: GatewayDep, credential: WriterDep) -> JsonResponse:
-    data = await read_object(request, INVALID_JSON)
-    try:
-        command = JoinRequest(node_id=data.get("node-id"), node_address=data.get("node-address"),
-                              request_id=uuid.uuid4().hex, token_hash=credential)
-    except ValidationError:
-        raise ApiError(400, INVALID_JSON) from None
+@registry.post("/join", summary="Register a new grid node.",
+               openapi_extra=doc.NODE_BODY, responses=doc.JOIN_RESPONSES)
+async def join(gateway: GatewayDep, credential: WriterDep,
+               fields: Annotated[Joining, body(Joining)]) -> JsonResponse:
+    command = JoinRequest(node_id=fields.node_id, node_address=fields.node_address,
+                          request_id=uuid.uuid4().hex, token_hash=credential)
     try:
         await gateway.registry(JOIN, command, Done)
     except Conflict:  # a restarted node carries on: it hears the cadence too
@@ -148,32 +109,16 @@ async def join(request: Request, gateway: GatewayDep, credential: WriterDep) -> 
                         headers=gateway.cadence_headers)
 
 
-@registry.delete(
-    "/delete-node",
-    summary="Remove a registered grid node (id and address must both match).",
-    openapi_extra=doc.request_body(
-        doc.NODE_FIELDS, {"node-id": "alice", "node-address": "http://alice:5000"}),
-    responses={
-        200: doc.error("Deleted.", "Successfully Deleted!"),
-        400: doc.error("Not JSON, or a field missing, empty or invalid.", INVALID_JSON),
-        401: doc.UNAUTHORIZED,
-        403: doc.FORBIDDEN,
-        404: doc.error("No node with this id and address.",
-                       "This ID was not found in connected nodes"),
-        413: doc.TOO_LARGE,
-        503: doc.UNAVAILABLE,
-    },
-)
-async def delete_node(request: Request, gateway: GatewayDep,
-                      credential: WriterDep) -> JsonResponse:
-    data = await read_object(request, INVALID_JSON)
-    node_id, address = data.get("node-id"), data.get("node-address")
-    if not (isinstance(node_id, str) and node_id and isinstance(address, str) and address):
-        raise ApiError(400, INVALID_JSON)
+@registry.delete("/delete-node",
+                 summary="Remove a registered grid node (id and address must both match).",
+                 openapi_extra=doc.NODE_BODY, responses=doc.DELETE_RESPONSES)
+async def delete_node(gateway: GatewayDep, credential: WriterDep,
+                      fields: Annotated[Leaving, body(Leaving)]) -> JsonResponse:
     try:
-        command = DeleteRequest(node_id=node_id, node_address=address, token_hash=credential)
+        command = DeleteRequest(node_id=fields.node_id, node_address=fields.node_address,
+                                token_hash=credential)
     except ValidationError:  # an id no node could have registered with
-        raise ApiError(404, "This ID was not found in connected nodes") from None
+        raise NotFound() from None
     await gateway.registry(DELETE, command, Done)
     gateway.membership.left_here(command.node_id)
     return JsonResponse({"message": "Successfully Deleted!"})
@@ -183,14 +128,7 @@ async def delete_node(request: Request, gateway: GatewayDep,
     "/connected-nodes",
     summary="Ids of the live grid nodes.",
     dependencies=read_guard,
-    responses={
-        200: doc.answer("Live node ids, sorted.",
-                        {"type": "object", "properties": {"grid-nodes": doc.STRINGS},
-                         "required": ["grid-nodes"]},
-                        {"grid-nodes": ["node1", "node2", "node3"]}),
-        401: doc.READ_UNAUTHORIZED,
-        503: doc.UNAVAILABLE,
-    },
+    responses=doc.CONNECTED_NODES_RESPONSES,
 )
 async def connected_nodes(gateway: GatewayDep) -> Response:
     if gateway.live.ready:  # from this process's view: no request to the registry
@@ -213,10 +151,7 @@ async def _choose(gateway: Gateway, encrypted: bool) -> JsonResponse:
     "/choose-encrypted-model-host",
     summary="4 x N_REPLICA distinct live nodes at random, or [] when there are fewer.",
     dependencies=read_guard,
-    responses={200: doc.answer("[id, address] pairs.", doc.PAIRS,
-                               [["node_id1", "node_address1"], ["node_id2", "node_address2"]]),
-               401: doc.READ_UNAUTHORIZED,
-               503: doc.UNAVAILABLE},
+    responses=doc.ENCRYPTED_HOSTS_RESPONSES,
 )
 async def choose_encrypted_model_host(gateway: GatewayDep) -> JsonResponse:
     return await _choose(gateway, encrypted=True)
@@ -226,10 +161,7 @@ async def choose_encrypted_model_host(gateway: GatewayDep) -> JsonResponse:
     "/choose-model-host",
     summary="N_REPLICA distinct live nodes at random (fewer when fewer exist).",
     dependencies=read_guard,
-    responses={200: doc.answer("[id, address] pairs.", doc.PAIRS,
-                               [["node_id1", "node_address1"]]),
-               401: doc.READ_UNAUTHORIZED,
-               503: doc.UNAVAILABLE},
+    responses=doc.MODEL_HOSTS_RESPONSES,
 )
 async def choose_model_host(gateway: GatewayDep) -> JsonResponse:
     return await _choose(gateway, encrypted=False)
@@ -247,23 +179,8 @@ def searched(result: SearchResult, content: Any) -> JsonResponse:
                                           "X-Grid-Cache": "hit" if result.cached else "miss"})
 
 
-async def _query(request: Request, gateway: Gateway, op: str, field: str) -> SearchResult:
-    data = await read_object(request, INVALID_FIELDS)
-    try:
-        if field == "model_id":
-            query = NodeQuery(op=op, model_id=data.get("model_id"))
-        else:
-            query = NodeQuery(op=op, tags=data.get("query"))
-    except ValidationError:
-        raise ApiError(400, INVALID_FIELDS) from None
-    return await gateway.search(query)
-
-
-SEARCH_ERRORS = {
-    400: doc.error("Not JSON, or the field is missing or invalid.", INVALID_FIELDS),
-    413: doc.TOO_LARGE,
-    503: doc.UNAVAILABLE,
-}
+async def _hosts(gateway: Gateway, op: QueryOp, model_id: str) -> SearchResult:
+    return await gateway.search(NodeQuery(op=op, model_id=model_id))
 
 
 @search.post(
@@ -273,58 +190,40 @@ SEARCH_ERRORS = {
                 "gives the first hosting node by id as `{id: address}` beside its `nodes`; "
                 "`by-node` gives every hosting node as `{id: {\"address\", \"nodes\"}}`, as the "
                 "original gateway did. Both are `{}` when no node hosts the model.",
-    openapi_extra=doc.request_body(doc.MODEL_ID, {"model_id": "convnet"}),
-    responses={200: doc.answers("The hosting nodes ({} when none does).", doc.ENCRYPTED_MODEL,
-                                doc.ENCRYPTED_EXAMPLES),
-               **SEARCH_ERRORS},
+    openapi_extra=doc.ENCRYPTED_MODEL_BODY, responses=doc.SEARCH_ENCRYPTED_RESPONSES,
 )
-async def search_encrypted_model(request: Request, gateway: GatewayDep) -> JsonResponse:
-    result = await _query(request, gateway, "encrypted_model", "model_id")
+async def search_encrypted_model(request: Request, gateway: GatewayDep,
+                                 fields: Annotated[ModelQuery, body(ModelQuery)]) -> JsonResponse:
+    result = await _hosts(gateway, "encrypted_model", fields.model_id)
     shape = encrypted.SHAPES[get_settings(request).encrypted_search_format]
     return searched(result, shape(result))
 
 
-@search.post(
-    "/search-model",
-    summary="Nodes hosting a (non-encrypted) model.",
-    openapi_extra=doc.request_body(doc.MODEL_ID, {"model_id": "mnist-cnn"}),
-    responses={200: doc.answer("[id, address] pairs, sorted by id.", doc.PAIRS,
-                               [["alice", "http://alice:5000"]]), **SEARCH_ERRORS},
-)
-async def search_model(request: Request, gateway: GatewayDep) -> JsonResponse:
-    result = await _query(request, gateway, "has_model", "model_id")
+@search.post("/search-model", summary="Nodes hosting a (non-encrypted) model.",
+             openapi_extra=doc.MODEL_BODY, responses=doc.SEARCH_MODEL_RESPONSES)
+async def search_model(gateway: GatewayDep,
+                       fields: Annotated[ModelQuery, body(ModelQuery)]) -> JsonResponse:
+    result = await _hosts(gateway, "has_model", fields.model_id)
     return searched(result, [list(pair) for pair in result.nodes])
 
 
-@search.get(
-    "/search-available-models",
-    summary="Every model id hosted by a live node.",
-    responses={200: doc.answer("Model ids, sorted.", doc.STRINGS, ["mnist-cnn", "toy-linear"]),
-               503: doc.UNAVAILABLE},
-)
+@search.get("/search-available-models", summary="Every model id hosted by a live node.",
+            responses=doc.MODELS_RESPONSES)
 async def search_available_models(gateway: GatewayDep) -> JsonResponse:
     result = await gateway.search(NodeQuery(op="list_models"))
     return searched(result, result.names)
 
 
-@search.get(
-    "/search-available-tags",
-    summary="Every tensor tag held by a live node.",
-    responses={200: doc.answer("Tags, sorted.", doc.STRINGS, ["#labels", "#mnist", "#train"]),
-               503: doc.UNAVAILABLE},
-)
+@search.get("/search-available-tags", summary="Every tensor tag held by a live node.",
+            responses=doc.TAGS_RESPONSES)
 async def search_available_tags(gateway: GatewayDep) -> JsonResponse:
     result = await gateway.search(NodeQuery(op="list_tags"))
     return searched(result, result.names)
 
 
-@search.post(
-    "/search",
-    summary="Nodes holding a tensor that carries every tag of the query.",
-    openapi_extra=doc.request_body(doc.TAG_QUERY, {"query": ["#mnist", "#train"]}),
-    responses={200: doc.answer("[id, address] pairs, sorted by id.", doc.PAIRS,
-                               [["alice", "http://alice:5000"]]), **SEARCH_ERRORS},
-)
-async def search_tags(request: Request, gateway: GatewayDep) -> JsonResponse:
-    result = await _query(request, gateway, "search_tags", "query")
+@search.post("/search", summary="Nodes holding a tensor that carries every tag of the query.",
+             openapi_extra=doc.TAG_QUERY_BODY, responses=doc.SEARCH_TAGS_RESPONSES)
+async def search_tags(gateway: GatewayDep,
+                      fields: Annotated[TagQuery, body(TagQuery)]) -> JsonResponse:
+    result = await gateway.search(NodeQuery(op="search_tags", tags=list(fields.query)))
     return searched(result, [list(pair) for pair in result.nodes])

@@ -168,6 +168,6 @@ class Enrollment:
             return  # the API checked the admin token
         owner = await self.store.token_owner(hashed)
         if owner is None:
-            raise Unauthorized("Missing or invalid bearer token.")
+            raise Unauthorized()
         if owner != node_id:
-            raise Forbidden("This token may not act for this node id.")
+            raise Forbidden()

@@ -165,7 +165,7 @@ class SqliteStore(SqliteEnrolled, NodeStore):
                 db.execute(f"PRAGMA busy_timeout = {int(DEFAULT_WAIT_S * 1000)}")
 
         if not await self._run(add):
-            raise Conflict("This ID has already been registered.")
+            raise Conflict()
         return True
 
     async def remove(self, node_id: str, node_address: str) -> None:
@@ -176,7 +176,7 @@ class SqliteStore(SqliteEnrolled, NodeStore):
             ).rowcount
 
         if await self._run(remove) == 0:
-            raise NotFound("This ID was not found in connected nodes")
+            raise NotFound()
 
     async def nodes(self) -> list[tuple[str, str]]:
         return await self._run(
@@ -273,7 +273,7 @@ class PostgresStore(PostgresEnrolled, NodeStore):
                 return owner == request_id
 
         if not await self._with(add):
-            raise Conflict("This ID has already been registered.")
+            raise Conflict()
         return True
 
     async def remove(self, node_id: str, node_address: str) -> None:
@@ -284,7 +284,7 @@ class PostgresStore(PostgresEnrolled, NodeStore):
             )
 
         if await self._with(remove) == "DELETE 0":
-            raise NotFound("This ID was not found in connected nodes")
+            raise NotFound()
 
     async def nodes(self) -> list[tuple[str, str]]:
         async def fetch(conn: asyncpg.Connection) -> list[tuple[str, str]]:
