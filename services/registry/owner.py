@@ -138,6 +138,9 @@ class LivenessOwner:
         self.epoch, self.seq = uuid.uuid4().hex[:12], 0
         log.info("owning liveness", extra={"epoch": self.epoch, "nodes": len(self.nodes)})
         self._schedule()  # a first delta of the new epoch: followers read a snapshot
+        # A join or delete stored after _take_over read the store, but before this worker
+        # was active, was not told to it: read the store once more now that it is.
+        await self._reread_store()
 
     async def _depose(self) -> None:
         if self.active:
