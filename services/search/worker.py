@@ -57,6 +57,9 @@ RETURN_ALLOWANCE_S = 0.02
 DIRECT_SHARE = 0.25
 # How long the indexer lets changes pile up before asking the changed nodes.
 INDEX_DEBOUNCE_S = 0.02
+# The pause before asking again the nodes a pass left unindexed, and its cap (it doubles).
+INDEX_RETRY_S = 1.0
+INDEX_RETRY_MAX_S = 30.0
 
 
 class SearchWorker:
@@ -109,17 +112,39 @@ class SearchWorker:
     # --- the index ----------------------------------------------------------------
 
     async def _index_forever(self) -> None:
-        """Whenever the network changed, ask the nodes not yet indexed for their lists."""
+        """Whenever the network changed, ask the nodes not yet indexed for their lists.
+
+        Nodes still unindexed after a pass (no reply by the deadline, or no budget
+        free) are asked again after ``INDEX_RETRY_S``, doubling up to
+        ``INDEX_RETRY_MAX_S``: the membership of an idle network no longer changes,
+        so waiting for the next change could leave every search a full broadcast.
+        """
+        retry_s: float | None = None
         while True:
-            await self._index_wanted.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(retry_s):
+                    await self._index_wanted.wait()
             await asyncio.sleep(INDEX_DEBOUNCE_S)
+            changed = self._index_wanted.is_set()
             self._index_wanted.clear()
-            view = self.membership.view()
-            self.index.forget_except(self.membership.addresses)
-            for op in LISTS:
-                if self.index.unindexed(op, view.expected, view.versions):
-                    with contextlib.suppress(GridError):  # the next change tries again
-                        await self._scatter_gather(SearchRequest(op=op))
+            if await self._index_once():
+                retry_s = None
+            else:
+                retry_s = INDEX_RETRY_S if changed or retry_s is None else min(
+                    retry_s * 2, INDEX_RETRY_MAX_S)
+
+    async def _index_once(self) -> bool:
+        """Ask the nodes not yet indexed for their lists; True when none is left."""
+        view = self.membership.view()
+        self.index.forget_except(self.membership.addresses)
+        complete = True
+        for op in LISTS:
+            if self.index.unindexed(op, view.expected, view.versions):
+                with contextlib.suppress(GridError):  # asked again after a pause
+                    await self._scatter_gather(SearchRequest(op=op))
+                complete = complete and not self.index.unindexed(
+                    op, view.expected, view.versions)
+        return complete
 
     # --- search -----------------------------------------------------------------
 
