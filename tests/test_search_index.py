@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
 import pytest
 
@@ -128,3 +130,22 @@ async def test_a_node_silent_at_its_first_index_pass_is_asked_again(harness: Har
 
 async def _missed_both(missed: set[str]) -> bool:
     return missed == {"list_models", "list_tags"}
+
+
+async def test_a_list_answer_after_the_deadline_still_indexes_its_node(
+        harness: Harness) -> None:
+    """A node always slower than the search deadline is indexed from its late answers."""
+    gateway = await harness.gateway(search_cache=False, search={"search_timeout_s": 0.3})
+    inventory = Inventory.model_validate(INVENTORIES["bob"])
+
+    async def answer_lists_late(node_id: str, query: NodeQuery) -> NodeReply:
+        if query.op in ("list_models", "list_tags"):
+            await asyncio.sleep(0.6)  # a slow node, past every deadline
+        return inventory.answer(node_id, query)
+
+    await harness.node(gateway, "bob", answer_lists_late, version=inventory.version())
+    await gateway.wait_search_sees(1)
+    await eventually(lambda: indexed(gateway.searches[0], 1))
+    response = await gateway.client.post("/search-model", json={"model_id": "resnet18"})
+    assert response.json() == [["bob", "http://bob:5000"]]
+    assert headers(response) == ("1", "1", "0")

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 
 from pamqp.commands import Basic
 from pydantic import ValidationError
@@ -57,9 +58,23 @@ RETURN_ALLOWANCE_S = 0.02
 DIRECT_SHARE = 0.25
 # How long the indexer lets changes pile up before asking the changed nodes.
 INDEX_DEBOUNCE_S = 0.02
-# The pause before asking again the nodes a pass left unindexed, and its cap (it doubles).
+# The pause before asking again the nodes a pass left unindexed, and its cap (it doubles
+# while a pass indexes nobody new).
 INDEX_RETRY_S = 1.0
 INDEX_RETRY_MAX_S = 30.0
+# A list answer that comes after its query's deadline still indexes its node (it names the
+# version it holds for): the correlation ids of this many recent list queries are kept.
+LATE_LISTS_KEPT = 64
+
+
+def index_retry_s(last_s: float | None, left: int, before: int, changed: bool) -> float | None:
+    """The pause before the next index pass: None when nothing is left to index;
+    ``INDEX_RETRY_S`` after a change or a pass that indexed someone; else twice the last."""
+    if not left:
+        return None
+    if changed or last_s is None or left < before:
+        return INDEX_RETRY_S
+    return min(last_s * 2, INDEX_RETRY_MAX_S)
 
 
 class SearchWorker:
@@ -85,6 +100,7 @@ class SearchWorker:
         self._index_wanted = asyncio.Event()
         self.membership.watch(self._index_wanted.set)
         self._indexer: asyncio.Task | None = None
+        self._late_lists: OrderedDict[str, str] = OrderedDict()  # correlation id -> list op
         self.feed = MembershipFeed(self.membership, self.registry, settings.membership_refresh_s)
 
     async def start(self) -> None:
@@ -115,11 +131,13 @@ class SearchWorker:
         """Whenever the network changed, ask the nodes not yet indexed for their lists.
 
         Nodes still unindexed after a pass (no reply by the deadline, or no budget
-        free) are asked again after ``INDEX_RETRY_S``, doubling up to
-        ``INDEX_RETRY_MAX_S``: the membership of an idle network no longer changes,
-        so waiting for the next change could leave every search a full broadcast.
+        free) are asked again after ``INDEX_RETRY_S``; the pause doubles, up to
+        ``INDEX_RETRY_MAX_S``, while a pass indexes nobody new. The membership of an
+        idle network no longer changes: waiting for the next change could leave
+        every search a broadcast to every node.
         """
         retry_s: float | None = None
+        left = 0
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(retry_s):
@@ -127,24 +145,20 @@ class SearchWorker:
             await asyncio.sleep(INDEX_DEBOUNCE_S)
             changed = self._index_wanted.is_set()
             self._index_wanted.clear()
-            if await self._index_once():
-                retry_s = None
-            else:
-                retry_s = INDEX_RETRY_S if changed or retry_s is None else min(
-                    retry_s * 2, INDEX_RETRY_MAX_S)
+            left, before = await self._index_once(), left
+            retry_s = index_retry_s(retry_s, left, before, changed)
 
-    async def _index_once(self) -> bool:
-        """Ask the nodes not yet indexed for their lists; True when none is left."""
+    async def _index_once(self) -> int:
+        """Ask the nodes not yet indexed for their lists; how many lists are still missing."""
         view = self.membership.view()
         self.index.forget_except(self.membership.addresses)
-        complete = True
+        left = 0
         for op in LISTS:
             if self.index.unindexed(op, view.expected, view.versions):
                 with contextlib.suppress(GridError):  # asked again after a pause
                     await self._scatter_gather(SearchRequest(op=op))
-                complete = complete and not self.index.unindexed(
-                    op, view.expected, view.versions)
-        return complete
+                left += self.index.unindexed(op, view.expected, view.versions)
+        return left
 
     # --- search -----------------------------------------------------------------
 
@@ -271,6 +285,10 @@ class SearchWorker:
                 await asyncio.wait_for(asyncio.shield(gather.done), timeout)
         finally:
             del self._gathers[correlation_id]
+            if query.op in LISTS:
+                self._late_lists[correlation_id] = query.op
+                if len(self._late_lists) > LATE_LISTS_KEPT:
+                    self._late_lists.popitem(last=False)
         self.metrics.searches.labels(query.op).observe(time.perf_counter() - started)
 
     def _direct(self, gather: Gather, ask: dict[str, str], view: MembershipView) -> bool:
@@ -291,10 +309,23 @@ class SearchWorker:
             log.info("search deadline passed", extra={
                 "op": query.op, "asked": result.asked, "answered": result.answered})
 
+    def _learn_late(self, message: Delivery) -> None:
+        """Index a list answer that came after its query's deadline (see ``LATE_LISTS_KEPT``)."""
+        op = self._late_lists.get(message.correlation_id or "")
+        if op is None or self.index is None:
+            return
+        try:
+            reply = NodeReply.model_validate_json(message.body)
+        except (ValidationError, ValueError):
+            return
+        if not self.settings.verify_node_user or message.user_id == reply.node_id:
+            self.index.learn(op, reply)
+
     def _on_node_reply(self, message: Delivery) -> None:
         gather = self._gathers.get(message.correlation_id or "")
         if gather is None:
             self.metrics.replies_dropped.labels("late").inc()
+            self._learn_late(message)
             return
         try:
             reply = NodeReply.model_validate_json(message.body)
