@@ -100,7 +100,14 @@ class Membership:
         return True
 
     def load(self, snapshot: MembershipSnapshot) -> None:
-        """Replace the view with a snapshot (a change only where the states differ)."""
+        """Replace the view with a snapshot (a change only where the states differ).
+
+        A snapshot of this epoch older than the delta the view is at (read while a
+        later delta arrived) is left aside: the view is newer, and loading it would
+        take the view back in time while it still counts as in sync.
+        """
+        if self.synced and snapshot.epoch == self.epoch and snapshot.seq < self.seq:
+            return
         states = {state.node_id: state for state in snapshot.nodes}
         for node_id in set(self.nodes) - set(states):
             self._put(node_id, None)

@@ -166,6 +166,20 @@ def test_a_gap_unsyncs_until_a_snapshot() -> None:
     assert follower.membership.state() is not None
 
 
+def test_a_snapshot_older_than_the_view_does_not_take_it_back() -> None:
+    """A periodic snapshot answered after a later delta: the view keeps the later state."""
+    owner = Owner()
+    follower = Follower(owner)
+    owner.set(NodeState(node_id="a", node_address="http://a:5000", heard=True, version="1"))
+    follower.deliver(owner.cut())
+    snapshot = owner.snapshot()  # read now, answered after the next delta
+    owner.set(NodeState(node_id="a", node_address="http://a:5000", heard=True, version="2"))
+    follower.deliver(owner.cut())
+    follower.membership.catch_up(snapshot, [])
+    assert follower.membership.synced and follower.membership.seq == owner.seq
+    assert follower.membership.nodes == owner.nodes
+
+
 def test_expiry_at_the_ttl_boundary() -> None:
     """Heard at t = 100 with a TTL of 15: live at 115, silent at 115.001."""
     expiry = Expiry(15.0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
 import pytest
 
 from services.node.inventory import Inventory
 from services.search.worker import SearchWorker
-from shared.contracts import NodeReply
+from shared.contracts import NodeQuery, NodeReply
 from tests.harness import Gateway, Harness, eventually
 
 INVENTORIES = {
@@ -99,3 +101,51 @@ async def test_the_index_can_be_turned_off(harness: Harness) -> None:
     for _ in range(3):
         response = await gateway.client.post("/search-model", json={"model_id": "resnet18"})
         assert headers(response) == ("2", "2", "2")
+
+
+async def test_a_node_silent_at_its_first_index_pass_is_asked_again(harness: Harness) -> None:
+    """No membership change follows the pass it missed: the indexer asks it again anyway."""
+    gateway = await harness.gateway(search_cache=False, search={"search_timeout_s": 0.5})
+    inventory = Inventory.model_validate(INVENTORIES["alice"])
+    missed: set[str] = set()
+
+    def answer_after_missing_one_of_each(node_id: str, query: NodeQuery) -> NodeReply:
+        if query.op in ("list_models", "list_tags") and query.op not in missed:
+            missed.add(query.op)
+            raise RuntimeError("no answer this time, as from a node too busy to reply")
+        return inventory.answer(node_id, query)
+
+    await harness.node(gateway, "alice", answer_after_missing_one_of_each,
+                       version=inventory.version())
+    await gateway.wait_search_sees(1)
+    worker = gateway.searches[0]
+    await eventually(lambda: _missed_both(missed))
+    generation = worker.membership.generation
+    await eventually(lambda: indexed(worker, 1))
+    assert worker.membership.generation == generation  # nothing changed: a retry, not a change
+    response = await gateway.client.post("/search-model", json={"model_id": "mnist-cnn"})
+    assert response.json() == [["alice", "http://alice:5000"]]
+    assert headers(response) == ("1", "1", "0")
+
+
+async def _missed_both(missed: set[str]) -> bool:
+    return missed == {"list_models", "list_tags"}
+
+
+async def test_a_list_answer_after_the_deadline_still_indexes_its_node(
+        harness: Harness) -> None:
+    """A node always slower than the search deadline is indexed from its late answers."""
+    gateway = await harness.gateway(search_cache=False, search={"search_timeout_s": 0.3})
+    inventory = Inventory.model_validate(INVENTORIES["bob"])
+
+    async def answer_lists_late(node_id: str, query: NodeQuery) -> NodeReply:
+        if query.op in ("list_models", "list_tags"):
+            await asyncio.sleep(0.6)  # a slow node, past every deadline
+        return inventory.answer(node_id, query)
+
+    await harness.node(gateway, "bob", answer_lists_late, version=inventory.version())
+    await gateway.wait_search_sees(1)
+    await eventually(lambda: indexed(gateway.searches[0], 1))
+    response = await gateway.client.post("/search-model", json={"model_id": "resnet18"})
+    assert response.json() == [["bob", "http://bob:5000"]]
+    assert headers(response) == ("1", "1", "0")

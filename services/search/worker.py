@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 
 from pamqp.commands import Basic
 from pydantic import ValidationError
@@ -59,6 +60,23 @@ RETURN_ALLOWANCE_S = 0.02
 DIRECT_SHARE = 0.25
 # How long the indexer lets changes pile up before asking the changed nodes.
 INDEX_DEBOUNCE_S = 0.02
+# The pause before asking again the nodes a pass left unindexed, and its cap (it doubles
+# while a pass indexes nobody new).
+INDEX_RETRY_S = 1.0
+INDEX_RETRY_MAX_S = 30.0
+# A list answer that comes after its query's deadline still indexes its node (it names the
+# version it holds for): the correlation ids of this many recent list queries are kept.
+LATE_LISTS_KEPT = 64
+
+
+def index_retry_s(last_s: float | None, left: int, before: int, changed: bool) -> float | None:
+    """The pause before the next index pass: None when nothing is left to index;
+    ``INDEX_RETRY_S`` after a change or a pass that indexed someone; else twice the last."""
+    if not left:
+        return None
+    if changed or last_s is None or left < before:
+        return INDEX_RETRY_S
+    return min(last_s * 2, INDEX_RETRY_MAX_S)
 
 
 class SearchWorker:
@@ -85,6 +103,7 @@ class SearchWorker:
         self._index_wanted = asyncio.Event()
         self.membership.watch(self._index_wanted.set)
         self._indexer: asyncio.Task | None = None
+        self._late_lists: OrderedDict[str, str] = OrderedDict()  # correlation id -> list op
         self.feed = MembershipFeed(self.membership, self.registry, settings.membership_refresh_s)
         self.speakers = SpeakerCheck(settings, lambda: self.membership.bridged)
         # Secure mode: the query names the exchange a node must reply through.
@@ -120,17 +139,37 @@ class SearchWorker:
     # --- the index ----------------------------------------------------------------
 
     async def _index_forever(self) -> None:
-        """Whenever the network changed, ask the nodes not yet indexed for their lists."""
+        """Whenever the network changed, ask the nodes not yet indexed for their lists.
+
+        Nodes still unindexed after a pass (no reply by the deadline, or no budget
+        free) are asked again after ``INDEX_RETRY_S``; the pause doubles, up to
+        ``INDEX_RETRY_MAX_S``, while a pass indexes nobody new. The membership of an
+        idle network no longer changes: waiting for the next change could leave
+        every search a broadcast to every node.
+        """
+        retry_s: float | None = None
+        left = 0
         while True:
-            await self._index_wanted.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(retry_s):
+                    await self._index_wanted.wait()
             await asyncio.sleep(INDEX_DEBOUNCE_S)
+            changed = self._index_wanted.is_set()
             self._index_wanted.clear()
-            view = self.membership.view()
-            self.index.forget_except(self.membership.addresses)
-            for op in LISTS:
-                if self.index.unindexed(op, view.expected, view.versions):
-                    with contextlib.suppress(GridError):  # the next change tries again
-                        await self._scatter_gather(SearchRequest(op=op))
+            left, before = await self._index_once(), left
+            retry_s = index_retry_s(retry_s, left, before, changed)
+
+    async def _index_once(self) -> int:
+        """Ask the nodes not yet indexed for their lists; how many lists are still missing."""
+        view = self.membership.view()
+        self.index.forget_except(self.membership.addresses)
+        left = 0
+        for op in LISTS:
+            if self.index.unindexed(op, view.expected, view.versions):
+                with contextlib.suppress(GridError):  # asked again after a pause
+                    await self._scatter_gather(SearchRequest(op=op))
+                left += self.index.unindexed(op, view.expected, view.versions)
+        return left
 
     # --- search -----------------------------------------------------------------
 
@@ -258,6 +297,10 @@ class SearchWorker:
                 await asyncio.wait_for(asyncio.shield(gather.done), timeout)
         finally:
             del self._gathers[correlation_id]
+            if query.op in LISTS:
+                self._late_lists[correlation_id] = query.op
+                if len(self._late_lists) > LATE_LISTS_KEPT:
+                    self._late_lists.popitem(last=False)
         self.metrics.searches.labels(query.op).observe(time.perf_counter() - started)
 
     def _direct(self, gather: Gather, ask: dict[str, str], view: MembershipView) -> bool:
@@ -278,6 +321,18 @@ class SearchWorker:
             log.info("search deadline passed", extra={
                 "op": query.op, "asked": result.asked, "answered": result.answered})
 
+    def _learn_late(self, message: Delivery) -> None:
+        """Index a list answer that came after its query's deadline (see ``LATE_LISTS_KEPT``)."""
+        op = self._late_lists.get(message.correlation_id or "")
+        if op is None or self.index is None:
+            return
+        try:
+            reply = NodeReply.model_validate_json(message.body)
+        except (ValidationError, ValueError):
+            return
+        if not self.settings.verify_node_user or message.user_id == reply.node_id:
+            self.index.learn(op, reply)
+
     def _on_node_reply(self, message: Delivery) -> None:
         if self.screen.oversized(message):
             self.metrics.replies_dropped.labels("oversized").inc()
@@ -285,6 +340,7 @@ class SearchWorker:
         gather = self._gathers.get(message.correlation_id or "")
         if gather is None and not self.speakers.on:
             self.metrics.replies_dropped.labels("late").inc()
+            self._learn_late(message)
             return
         try:
             reply = NodeReply.model_validate_json(message.body)
