@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 ACQUIRE_S = 1.0
 # The longest sleep between two looks for silent nodes.
 MAX_SWEEP_S = 0.5
+# How soon a delta that could not be sent (the bus reconnecting) is tried again.
+RETRY_FLUSH_S = 0.2
 
 
 class LivenessOwner:
@@ -279,6 +281,14 @@ class LivenessOwner:
             changed, left = self._changed, self._left
             self._changed, self._left = set(), set()
             if not self.active:
+                return
+            if not self.events.bus.ready:
+                # Nothing can be sent: keep the changes (and the number) for a later delta.
+                # A number used for a delta never sent would go unnoticed by followers
+                # when no delta came after it.
+                self._changed |= changed
+                self._left |= left
+                asyncio.get_running_loop().call_later(RETRY_FLUSH_S, self._schedule)
                 return
             self.seq += 1
             delta = MembershipDelta(
