@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -244,15 +245,33 @@ async def test_fifty_concurrent_searches(network: Gateway) -> None:
         assert counts(response) == ("3", "3")
 
 
-async def test_identical_searches_in_flight_share_one_broadcast(network: Gateway) -> None:
+async def test_identical_searches_in_flight_share_one_broadcast(
+        harness: Harness, network: Gateway) -> None:
+    metrics = network.searches[0].metrics.registry
+
+    def coalesced() -> float:
+        return metrics.get_sample_value("grid_search_coalesced_total") or 0.0
+
+    async def gate(node_id: str, query: NodeQuery) -> NodeReply:
+        # Keeps the first search in flight until a second joined it (bounded by the
+        # search deadline), so that it cannot be answered and cached before the rest arrive.
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: _true(query.op != "search_tags" or coalesced() >= 1),
+                             within=SEARCH_TIMEOUT_S / 2, interval=0.005)
+        return NodeReply(node_id=node_id, match=False)
+
+    await harness.node(network, "gate", gate)
+    await eventually(lambda: _asked(network, 4))
     body = {"query": ["#mnist"]}
     responses = await asyncio.gather(*(network.client.post("/search", json=body)
                                        for _ in range(30)))
     assert {str(response.json()) for response in responses} == {
         str([["alice", "http://alice:5000"], ["bob", "http://bob:5000"]])}
-    coalesced = network.searches[0].metrics.registry.get_sample_value(
-        "grid_search_coalesced_total")
-    assert coalesced >= 1
+    assert coalesced() >= 1
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 class FloodNode(GridNode):
