@@ -1,27 +1,47 @@
 """Answers of past searches, served again while nothing a search would see has changed.
 
-Used twice: by the search worker, and by each API process in front of it
-(which then answers a repeated search without a round trip to the worker).
+One policy, used twice: by the search worker, and by each API process in front
+of it (which then answers a repeated search without a round trip to the worker).
 
-An answer is kept only when every node it asked answered, each reply naming
-the inventory version its node announced, and it is served only at the membership generation it was
-computed at (:class:`shared.membership.Membership`): a version bump,
-a node going offline or coming back, a join or a delete moves the generation
-on, and every answer kept for the old one is dropped at the next look-up.
-Nodes that send no version are asked every time.
+- A search takes one :class:`~shared.membership.MembershipView` before it asks
+  anyone (:meth:`AnswerCache.lookup` hands it back).
+- Its answer may be kept only when it names the state it holds for
+  (``SearchResult.state``): the search worker names the digest of its view when
+  every node it asked answered, each from the inventory version it announced
+  (:meth:`services.search.gather.Gather.settled`). Nodes that announce no
+  version make the view uncacheable: they are asked every time.
+- It is kept only when that state is the digest of the view taken before
+  asking, and the view has not moved on meanwhile: an API process that saw a
+  change the worker had not seen yet (or the other way round) disagrees on the
+  digest, and keeps nothing.
+- It is served only at the generation it was kept at: a version bump, a node
+  going offline or coming back, a join or a delete moves the generation on, and
+  every answer kept for the old one is dropped at the next look-up.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from shared.contracts import SearchResult
+from shared.membership import Membership, MembershipView
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A look-up's outcome, and the view it was made at (hand it to :meth:`AnswerCache.keep`)."""
+
+    view: MembershipView
+    answer: SearchResult | None
+    outcome: str  # "hit", "miss", or "uncacheable" (the view may not be cached now)
 
 
 class AnswerCache:
     """Least-recently-used answers by query key, all of one membership generation."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, membership: Membership, max_entries: int) -> None:
+        self.membership = membership
         self.max_entries = max_entries
         self.generation = -1
         self._answers: OrderedDict[tuple, SearchResult] = OrderedDict()
@@ -29,24 +49,30 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def get(self, key: tuple, generation: int) -> SearchResult | None:
-        """The answer kept for ``key`` at ``generation``, marked cached; None if there is none."""
-        if generation != self.generation:
-            self._renew(generation)
-            return None
+    def lookup(self, key: tuple) -> Lookup:
+        """The answer kept for ``key`` at the view now, marked cached, if there is one."""
+        view = self.membership.view()
+        if not view.cacheable:
+            return Lookup(view, None, "uncacheable")
+        if view.generation != self.generation:
+            self._renew(view.generation)
+            return Lookup(view, None, "miss")
         answer = self._answers.get(key)
-        if answer is not None:
-            self._answers.move_to_end(key)
-        return answer
+        if answer is None:
+            return Lookup(view, None, "miss")
+        self._answers.move_to_end(key)
+        return Lookup(view, answer, "hit")
 
-    def put(self, key: tuple, generation: int, answer: SearchResult) -> None:
-        """Keep ``answer``, computed entirely at ``generation`` (callers check that)."""
-        if generation != self.generation:
-            if generation < self.generation:
-                return  # computed before a change this cache has already seen
-            self._renew(generation)
+    def keep(self, key: tuple, taken: MembershipView, result: SearchResult) -> None:
+        """Keep ``result`` if it holds for ``taken`` and nothing changed since it was taken."""
+        if (result.state is None or result.state != taken.digest
+                or self.membership.generation != taken.generation
+                or taken.generation < self.generation):
+            return
+        if taken.generation != self.generation:
+            self._renew(taken.generation)
         # Served again, it asks nobody.
-        self._answers[key] = answer.model_copy(update={"cached": True, "queried": 0})
+        self._answers[key] = result.model_copy(update={"cached": True, "queried": 0})
         self._answers.move_to_end(key)
         if len(self._answers) > self.max_entries:
             self._answers.popitem(last=False)

@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,6 +44,8 @@ DEADLINE_HEADER = "x-deadline-ms"
 # time a request spent queued against a budget of its own.
 SENT_HEADER = "x-sent-ms"
 R = TypeVar("R", bound=BaseModel)
+# Told each call's operation, outcome and seconds (for metrics).
+Observer = Callable[[str, str, float], None]
 
 
 def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, timeout: float,
@@ -64,15 +65,26 @@ def request_message(body: bytes, op: str, correlation_id: str, reply_to: str, ti
     )
 
 
-# The deadline (epoch seconds) of the request a handler is serving, None if it has none:
-# a handler whose effect must not land after the caller gave up checks it before committing.
-request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
-# When the caller sent that request (epoch seconds), None if it did not say.
-request_sent: ContextVar[float | None] = ContextVar("request_sent", default=None)
+@dataclass(frozen=True)
+class RequestContext:
+    """What a handler is told of the request it serves, besides its body."""
 
+    # The caller's request id (the HTTP request's, for a request made by the API).
+    request_id: str = ""
+    # The deadline (epoch seconds), None if it has none: a handler whose effect must not
+    # land after the caller gave up checks it before committing.
+    deadline: float | None = None
+    # When the caller sent the request (epoch seconds), None if it did not say: a worker can
+    # count the time a request spent queued against a budget of its own.
+    sent: float | None = None
 
-def deadline_of(message: AbstractIncomingMessage) -> float | None:
-    return deadline_in(message.headers)
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage) -> RequestContext:
+        headers = message.headers or {}
+        sent = headers.get(SENT_HEADER)
+        return cls(request_id=str(headers.get(REQUEST_ID_HEADER, "")),
+                   deadline=deadline_in(headers),
+                   sent=sent / 1000 if isinstance(sent, int) else None)
 
 
 def deadline_in(headers: dict | None) -> float | None:
@@ -104,7 +116,8 @@ class RpcClient:
     its own deadline; stray and late replies are dropped.
     """
 
-    def __init__(self, bus: Bus, names: Names, owner: str) -> None:
+    def __init__(self, bus: Bus, names: Names, owner: str,
+                 observe: Observer | None = None) -> None:
         self.bus = bus
         self.names = names
         self.reply_queue_name = names.reply_queue(owner, uuid.uuid4().hex[:12])
@@ -112,7 +125,7 @@ class RpcClient:
         # Secure mode: requests carry this process's user; replies count only from the gateway's.
         self.gate = RequestGate(bus.settings)
         self.user_id = stamp(bus.settings)
-        self.observe: Callable[[str, str, float], None] | None = None
+        self.observe = observe
         bus.on_connection_lost(self._fail_pending)
 
     async def start(self) -> None:
@@ -193,7 +206,7 @@ class RpcClient:
                     "try again shortly."))
 
 
-Handler = Callable[[Any], Awaitable[BaseModel]]
+Handler = Callable[[Any, RequestContext], Awaitable[BaseModel]]
 
 
 @dataclass(frozen=True)
@@ -214,7 +227,8 @@ class RpcServer:
     """
 
     def __init__(self, bus: Bus, names: Names, queue_name: str,
-                 operations: dict[str, Operation], prefetch: int) -> None:
+                 operations: dict[str, Operation], prefetch: int,
+                 observe: Observer | None = None) -> None:
         self.bus = bus
         self.names = names
         self.queue_name = queue_name
@@ -225,7 +239,7 @@ class RpcServer:
         self.refused = 0
         self.gate = RequestGate(bus.settings)
         self._user_id = stamp(bus.settings)
-        self.observe: Callable[[str, str, float], None] | None = None
+        self.observe = observe
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -259,14 +273,12 @@ class RpcServer:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
-        request_id.set(str((message.headers or {}).get(REQUEST_ID_HEADER, "")))
-        request_deadline.set(deadline_of(message))
-        sent = (message.headers or {}).get(SENT_HEADER)
-        request_sent.set(sent / 1000 if isinstance(sent, int) else None)
+        context = RequestContext.of(message)
+        request_id.set(context.request_id)  # for the log lines written while serving it
         started = time.perf_counter()
         op = message.type or ""
         try:
-            outcome = await self._handle(message, op)
+            outcome = await self._handle(message, op, context)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
@@ -277,7 +289,8 @@ class RpcServer:
             log.info("handled", extra={"queue": self.queue_name, "op": op, "outcome": outcome,
                                        "ms": round(elapsed * 1000, 2)})
 
-    async def _handle(self, message: AbstractIncomingMessage, op: str) -> str:
+    async def _handle(self, message: AbstractIncomingMessage, op: str,
+                      context: RequestContext) -> str:
         if not self.gate.admits(message.user_id, op):
             return await self._refuse(message, op)
         if past_deadline(message):
@@ -292,7 +305,7 @@ class RpcServer:
         except InvalidRequest as exc:
             return await self._reject_poison(message, exc)
         try:
-            reply: dict = {"result": await operation.handler(request)}
+            reply: dict = {"result": await operation.handler(request, context)}
             outcome = "ok"
         except GridError as exc:
             reply, outcome = {"error": exc.to_wire()}, exc.type

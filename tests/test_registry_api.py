@@ -206,7 +206,7 @@ async def test_registry_that_stops_answering_gives_503_within_deadline(harness: 
     worker = gateway.registries[0]
     gate = asyncio.Event()
 
-    async def stuck(_request):
+    async def stuck(_request, _context):
         await gate.wait()
 
     worker.server.operations["join"] = type(worker.server.operations["join"])(

@@ -33,6 +33,7 @@ from services.node.sdk import GridNode
 from services.search.gather import Gather, aggregate
 from shared.contracts import SearchRequest, SearchResult
 from shared.membership import Membership
+from shared.rpc import RequestContext
 from shared.settings import NodeSettings, RegistrySettings, SearchSettings
 from shared.topology import Names, delete_namespace
 from tests.harness import Gateway, Harness, eventually
@@ -147,9 +148,9 @@ class Network:
         expected = self.model_answer(query)
         for _attempt in range(3):  # again if a live node's heartbeat came late (a flicker)
             generations = [view.generation for view in self.views]
-            first = await self.worker.search(query)
-            second = await self.worker.search(query)
-            fresh = await self.worker._scatter_gather(query, use_index=False)
+            first = await self.worker.search(query, RequestContext())
+            second = await self.worker.search(query, RequestContext())
+            fresh = await self.worker._scatter_gather(query, RequestContext(), use_index=False)
             through_api = [await self.http(query) for _ in range(2)]
             if (generations == [view.generation for view in self.views]
                     and all(set(view.expected()) == set(self.live) and view.synced

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api import admin, errors, routes, status
 from services.api import openapi as doc
 from services.api.errors import JsonResponse
-from services.api.gateway import Gateway, request_path
+from services.api.gateway import Gateway
 from shared.contracts import LIST_NODES, ListRequest, NodeList
 from shared.errors import GridError
 from shared.logs import request_id
@@ -54,7 +54,6 @@ class Observe:
         given = dict(scope["headers"]).get(REQUEST_ID.encode(), b"").decode("latin-1")
         rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
         request_id.set(rid)
-        request_path.set(scope["path"])
         started = time.perf_counter()
         status = 500
 

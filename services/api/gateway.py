@@ -4,7 +4,7 @@ The API keeps no state of record. It knows whether each work queue has
 consumers (checked every ``consumer_check_s``), so a request for a worker
 that is not running fails at once with a clear 503 instead of waiting for
 its deadline; and it keeps the search answers the search worker marks as
-cacheable (:mod:`services.api.near_cache`), answering a repeated search
+cacheable (:mod:`shared.answers`), answering a repeated search
 without a round trip while the network is as the answer saw it.
 """
 
@@ -15,14 +15,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
 from services.api.live_nodes import LiveNodes
-from services.api.near_cache import NearCache
+from shared.answers import AnswerCache
 from shared.bus import Bus
 from shared.contracts import SEARCH, NodeQuery, SearchResult
 from shared.errors import BusUnavailable, GridError, NoConsumer
@@ -34,9 +33,6 @@ from shared.settings import ApiSettings
 from shared.topology import Names, declare_work_queue, work_queue_arguments
 
 log = logging.getLogger(__name__)
-# The path of the request being served (set by the app's middleware): the route a
-# search was made for, in the record of recent searches.
-request_path: ContextVar[str] = ContextVar("request_path", default="")
 
 
 @dataclass(frozen=True)
@@ -59,22 +55,23 @@ class Gateway:
         self.settings = settings
         self.names = Names(settings.namespace)
         self.bus = Bus(settings, "grid-api")
-        self.rpc = RpcClient(self.bus, self.names, "api")
+        self._rpc_seconds = Histogram(
+            "grid_api_rpc_seconds", "RPC round trip from the API to a worker.",
+            ["op", "outcome"], buckets=LATENCY_BUCKETS, registry=metrics,
+        )
+        self.rpc = RpcClient(self.bus, self.names, "api", observe=self._observe_rpc)
         # The live nodes and search caching, from the liveness owner's deltas.
         self.membership = Membership()
         self.feed = MembershipFeed(self.membership, self.rpc, settings.membership_refresh_s)
-        self.near = NearCache(settings, self.membership) if settings.search_cache else None
+        # The API's own copy of cacheable answers: a repeated search without a round trip.
+        self.near = (AnswerCache(self.membership, settings.search_cache_entries)
+                     if settings.search_cache else None)
         self.live = LiveNodes(self.membership, self.feed, settings.n_replica)
         self.consumers: dict[str, int] = {}
         # Counts seen on a lost connection say nothing about the next one: until
         # the watch has counted again, /readyz is not ready.
         self.bus.on_connection_lost(self.consumers.clear)
         self._tasks: list[asyncio.Task] = []
-        self._rpc_seconds = Histogram(
-            "grid_api_rpc_seconds", "RPC round trip from the API to a worker.",
-            ["op", "outcome"], buckets=LATENCY_BUCKETS, registry=metrics,
-        )
-        self.rpc.observe = lambda op, outcome, s: self._rpc_seconds.labels(op, outcome).observe(s)
         self._search_nodes = Counter(
             "grid_api_search_nodes_total", "Nodes asked, answered and timed out across searches.",
             ["outcome"], registry=metrics,
@@ -85,6 +82,9 @@ class Gateway:
             ["outcome"], registry=metrics)
         self.recent_searches: deque[SearchRecord] = deque(
             maxlen=settings.status_recent_searches)
+
+    def _observe_rpc(self, op: str, outcome: str, seconds: float) -> None:
+        self._rpc_seconds.labels(op, outcome).observe(seconds)
 
     async def start(self) -> None:
         """Connect in the background: the API serves (503s) while the broker is down."""
@@ -159,43 +159,42 @@ class Gateway:
         """Raise the 503 a registry call would, when the bus or the registry is not there."""
         self._check(self.names.registry_queue, "registry")
 
-    async def search(self, query: NodeQuery, record: bool = True) -> SearchResult:
+    async def search(self, query: NodeQuery, route: str | None) -> SearchResult:
         """Call the search worker (``query`` may be a SearchRequest, for per-node detail).
 
-        With ``record``, the search joins ``recent_searches`` (the status page's
-        own searches do not, so that they never crowd out the clients').
+        A search made for a ``route`` joins ``recent_searches``; the status
+        page's own (``route`` None) do not, so that they never crowd out the clients'.
         """
         started = time.perf_counter()
         try:
             result = await self._search(query)
         except GridError as exc:
-            if record:
-                self._record(query, started, 0, 0, exc.type)
+            if route is not None:
+                self._record(route, query, started, 0, 0, exc.type)
             raise
-        if record:
-            self._record(query, started, result.asked, result.answered, "ok")
+        if route is not None:
+            self._record(route, query, started, result.asked, result.answered, "ok")
         return result
 
-    def _record(self, query: NodeQuery, started: float, asked: int, answered: int,
+    def _record(self, route: str, query: NodeQuery, started: float, asked: int, answered: int,
                 outcome: str) -> None:
         self.recent_searches.append(SearchRecord(
-            request_path.get(), query.op, time.time(), time.perf_counter() - started,
+            route, query.op, time.time(), time.perf_counter() - started,
             asked, answered, outcome))
 
     async def _search(self, query: NodeQuery) -> SearchResult:
         self._check(self.names.search_queue, "search")
         near, key = self.near, query.key()
         if near is not None:
-            hit = near.get(key)
-            self._near_lookups.labels("miss" if hit is None else "hit").inc()
-            if hit is not None:
-                return hit
-            before = near.view()
+            lookup = near.lookup(key)
+            self._near_lookups.labels("miss" if lookup.answer is None else "hit").inc()
+            if lookup.answer is not None:
+                return lookup.answer
         result = await self.rpc.call(
             self.names.search_queue, SEARCH, query, SearchResult, self.settings.rpc_timeout_s
         )
         if near is not None:
-            near.keep(key, before, result)
+            near.keep(key, lookup.view, result)
         self._search_nodes.labels("asked").inc(result.asked)
         self._search_nodes.labels("answered").inc(result.answered)
         self._search_nodes.labels("timed_out").inc(result.asked - result.answered)

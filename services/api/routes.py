@@ -179,8 +179,8 @@ def searched(result: SearchResult, content: Any) -> JsonResponse:
                                           "X-Grid-Cache": "hit" if result.cached else "miss"})
 
 
-async def _hosts(gateway: Gateway, op: QueryOp, model_id: str) -> SearchResult:
-    return await gateway.search(NodeQuery(op=op, model_id=model_id))
+async def _hosts(gateway: Gateway, op: QueryOp, model_id: str, route: str) -> SearchResult:
+    return await gateway.search(NodeQuery(op=op, model_id=model_id), route)
 
 
 @search.post(
@@ -194,7 +194,8 @@ async def _hosts(gateway: Gateway, op: QueryOp, model_id: str) -> SearchResult:
 )
 async def search_encrypted_model(request: Request, gateway: GatewayDep,
                                  fields: Annotated[ModelQuery, body(ModelQuery)]) -> JsonResponse:
-    result = await _hosts(gateway, "encrypted_model", fields.model_id)
+    result = await _hosts(gateway, "encrypted_model", fields.model_id,
+                          "/search-encrypted-model")
     shape = encrypted.SHAPES[get_settings(request).encrypted_search_format]
     return searched(result, shape(result))
 
@@ -203,21 +204,21 @@ async def search_encrypted_model(request: Request, gateway: GatewayDep,
              openapi_extra=doc.MODEL_BODY, responses=doc.SEARCH_MODEL_RESPONSES)
 async def search_model(gateway: GatewayDep,
                        fields: Annotated[ModelQuery, body(ModelQuery)]) -> JsonResponse:
-    result = await _hosts(gateway, "has_model", fields.model_id)
+    result = await _hosts(gateway, "has_model", fields.model_id, "/search-model")
     return searched(result, [list(pair) for pair in result.nodes])
 
 
 @search.get("/search-available-models", summary="Every model id hosted by a live node.",
             responses=doc.MODELS_RESPONSES)
 async def search_available_models(gateway: GatewayDep) -> JsonResponse:
-    result = await gateway.search(NodeQuery(op="list_models"))
+    result = await gateway.search(NodeQuery(op="list_models"), "/search-available-models")
     return searched(result, result.names)
 
 
 @search.get("/search-available-tags", summary="Every tensor tag held by a live node.",
             responses=doc.TAGS_RESPONSES)
 async def search_available_tags(gateway: GatewayDep) -> JsonResponse:
-    result = await gateway.search(NodeQuery(op="list_tags"))
+    result = await gateway.search(NodeQuery(op="list_tags"), "/search-available-tags")
     return searched(result, result.names)
 
 
@@ -225,5 +226,6 @@ async def search_available_tags(gateway: GatewayDep) -> JsonResponse:
              openapi_extra=doc.TAG_QUERY_BODY, responses=doc.SEARCH_TAGS_RESPONSES)
 async def search_tags(gateway: GatewayDep,
                       fields: Annotated[TagQuery, body(TagQuery)]) -> JsonResponse:
-    result = await gateway.search(NodeQuery(op="search_tags", tags=list(fields.query)))
+    result = await gateway.search(NodeQuery(op="search_tags", tags=list(fields.query)),
+                                  "/search")
     return searched(result, [list(pair) for pair in result.nodes])

@@ -176,7 +176,7 @@ class StatusBoard:
             log.error("the status page's look at the network failed", exc_info=task.exception())
 
     async def _names(self, op: str) -> SearchResult:
-        return await self.gateway.search(SearchRequest(op=op, per_node=True), record=False)
+        return await self.gateway.search(SearchRequest(op=op, per_node=True), route=None)
 
     async def close(self) -> None:
         if self._taking is not None:

@@ -35,7 +35,7 @@ from shared.liveness import EventPublisher
 from shared.logs import REQUEST_ID_HEADER, request_id
 from shared.membership import Membership
 from shared.membership_feed import MembershipFeed
-from shared.rpc import RpcClient, deadline_of, reply_properties
+from shared.rpc import RpcClient, deadline_in, reply_properties
 from shared.settings import BridgeSettings
 from shared.topology import Names, declare_bridge_queue, declare_broadcast
 
@@ -145,7 +145,7 @@ class BridgeWorker:
         if message.redelivered:
             # Its first bridge may have answered some nodes already: at most once.
             return "redelivered"
-        deadline = deadline_of(message)
+        deadline = deadline_in(message.headers)
         within_s = (deadline - time.time() if deadline is not None
                     else self.settings.bridge_call_timeout_s) - REPLY_ALLOWANCE_S
         if not message.reply_to or within_s <= 0:

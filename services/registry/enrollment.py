@@ -24,6 +24,7 @@ from shared.contracts import (
     EnrolledList,
     EnrolledNode,
     EnrollRequest,
+    ListRequest,
     RevokeRequest,
 )
 from shared.errors import (
@@ -33,6 +34,7 @@ from shared.errors import (
     NotFound,
     Unauthorized,
 )
+from shared.rpc import RequestContext
 from shared.settings import RegistrySettings, split_amqp_urls
 
 if TYPE_CHECKING:
@@ -121,7 +123,7 @@ class Enrollment:
         if tags and any(tag.strip() for tag in tags):
             raise InvalidRequest(f"{user} is an existing broker user with management tags")
 
-    async def enroll(self, request: EnrollRequest) -> Enrolled:
+    async def enroll(self, request: EnrollRequest, context: RequestContext) -> Enrolled:
         node_id = request.node_id
         amqp_url = await self._grant(node_id, node_grant(self.settings.namespace, node_id))
         token = new_token()
@@ -131,11 +133,12 @@ class Enrollment:
         return Enrolled(node_id=node_id, amqp_url=amqp_url, token=token,
                         node_address=request.node_address)
 
-    async def bridge_user(self, request: BridgeUserRequest) -> Enrolled:
+    async def bridge_user(self, request: BridgeUserRequest,
+                          context: RequestContext) -> Enrolled:
         amqp_url = await self._grant(request.user, bridge_grant(self.settings.namespace))
         return Enrolled(node_id=request.user, amqp_url=amqp_url, token="")
 
-    async def revoke(self, request: RevokeRequest) -> Done:
+    async def revoke(self, request: RevokeRequest, context: RequestContext) -> Done:
         """Broker user first: once it is gone, nothing the node holds works any more.
 
         Only an enrolled node is revoked: no other broker user is ever deleted.
@@ -153,7 +156,7 @@ class Enrollment:
         await self.worker.removed(request.node_id)
         return Done()
 
-    async def list_enrolled(self, _: object) -> EnrolledList:
+    async def list_enrolled(self, request: ListRequest, context: RequestContext) -> EnrolledList:
         registered = self.worker.membership.nodes
         return EnrolledList(nodes=[
             EnrolledNode(node_id=row.node_id, node_address=row.node_address,

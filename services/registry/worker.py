@@ -52,7 +52,7 @@ from shared.liveness import EventPublisher, subscribe_events
 from shared.membership import Membership
 from shared.membership_feed import MembershipFeed
 from shared.metrics import WorkerMetrics
-from shared.rpc import Operation, RpcClient, RpcServer, request_deadline
+from shared.rpc import Operation, RequestContext, RpcClient, RpcServer
 from shared.settings import RegistrySettings
 from shared.topology import Names
 
@@ -98,8 +98,8 @@ class RegistryWorker:
                 MEMBERSHIP: Operation(MembershipRequest, self.membership_snapshot),
             },
             prefetch=settings.prefetch,
+            observe=self.metrics.observe_message,
         )
-        self.server.observe = self.metrics.observe_message
 
     def _gauges(self) -> None:
         nodes = self.membership.nodes
@@ -134,10 +134,10 @@ class RegistryWorker:
 
     # --- operations ---------------------------------------------------------
 
-    async def join(self, request: JoinRequest) -> Done:
+    async def join(self, request: JoinRequest, context: RequestContext) -> Done:
         await self.enrollment.authorize(request.node_id, request.token_hash)
         await self.store.add(request.node_id, request.node_address, request.request_id,
-                             deadline=request_deadline.get())
+                             deadline=context.deadline)
         if self.owner.active:
             self.owner.joined(request.node_id, request.node_address)
         await self.events.publish(
@@ -148,7 +148,7 @@ class RegistryWorker:
         log.info("node joined", extra={"node_id": request.node_id})
         return Done()
 
-    async def delete(self, request: DeleteRequest) -> Done:
+    async def delete(self, request: DeleteRequest, context: RequestContext) -> Done:
         await self.enrollment.authorize(request.node_id, request.token_hash)
         await self.store.remove(request.node_id, request.node_address)
         if self.owner.active:
@@ -158,7 +158,7 @@ class RegistryWorker:
         log.info("node deleted", extra={"node_id": request.node_id})
         return Done()
 
-    async def list_nodes(self, request: ListRequest) -> NodeList:
+    async def list_nodes(self, request: ListRequest, context: RequestContext) -> NodeList:
         """The registered nodes; one just joined, and not in the view yet, counts as live."""
         states = self.membership.nodes
         records = []
@@ -173,15 +173,17 @@ class RegistryWorker:
             records = [record for record in records if record.live]
         return NodeList(nodes=records)
 
-    async def choose_hosts(self, request: ChooseHostsRequest) -> HostChoice:
+    async def choose_hosts(self, request: ChooseHostsRequest,
+                           context: RequestContext) -> HostChoice:
         live = [(record.node_id, record.node_address)
-                for record in (await self.list_nodes(ListRequest())).nodes]
+                for record in (await self.list_nodes(ListRequest(), context)).nodes]
         if request.encrypted:
             wanted = NODES_PER_ENCRYPTED_REPLICA * self.settings.n_replica
             return HostChoice(hosts=random.sample(live, wanted) if len(live) >= wanted else [])
         return HostChoice(hosts=random.sample(live, min(self.settings.n_replica, len(live))))
 
-    async def membership_snapshot(self, request: MembershipRequest) -> MembershipSnapshot:
+    async def membership_snapshot(self, request: MembershipRequest,
+                                  context: RequestContext) -> MembershipSnapshot:
         """The owner's states; another worker's view when it is in sync (else retry)."""
         if self.owner.active:
             return self.owner.snapshot()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from shared.contracts import EncryptedHost, NodeQuery, NodeReply, SearchRequest, SearchResult
 
@@ -10,20 +11,24 @@ from shared.contracts import EncryptedHost, NodeQuery, NodeReply, SearchRequest,
 class Gather:
     """The replies to one search; ``done`` resolves when every expected node answered.
 
-    Some answers may be known before asking (``derived``, see
+    Some answers are known before asking (``known``: what the index says, see
     :mod:`services.search.index`): those nodes are not asked, or if asked by a
-    broadcast their replies are redundant. A derived answer that adds nothing
-    to the result (no match) is counted, not kept.
+    broadcast their replies are redundant. A known answer that adds nothing to
+    the result (None: no match) is counted, not kept.
     """
 
     __slots__ = ("expected", "replies", "derived", "answered", "done")
 
-    def __init__(self, expected: dict[str, str]) -> None:
+    def __init__(self, expected: dict[str, str],
+                 known: Mapping[str, NodeReply | None] | None = None) -> None:
         self.expected = expected
-        self.replies: dict[str, NodeReply] = {}
-        self.derived: set[str] = set()
-        self.answered = 0
+        known = known or {}
+        self.replies: dict[str, NodeReply] = {
+            node_id: reply for node_id, reply in known.items() if reply is not None}
+        self.derived: frozenset[str] = frozenset(known)
+        self.answered = len(known)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._check_done()
 
     def add(self, reply: NodeReply) -> bool:
         """Keep a reply from an expected node, once; False for anyone else."""
@@ -31,24 +36,32 @@ class Gather:
         if node_id not in self.expected or node_id in self.replies or node_id in self.derived:
             return False
         self.replies[node_id] = reply
-        self._answered()
+        self.answered += 1
+        self._check_done()
         return True
 
-    def derive(self, node_id: str, reply: NodeReply | None) -> None:
-        """The answer of a node that need not be asked (None: one that adds nothing)."""
-        self.derived.add(node_id)
-        if reply is not None:
-            self.replies[node_id] = reply
-        self._answered()
-
-    def _answered(self) -> None:
-        self.answered += 1
+    def _check_done(self) -> None:
         if self.answered == len(self.expected) and not self.done.done():
             self.done.set_result(None)
 
     def queried(self) -> int:
         """Nodes whose answer was asked for rather than known."""
         return len(self.expected) - len(self.derived)
+
+    def asked_replies(self) -> dict[str, NodeReply]:
+        """The replies that came from the nodes themselves (not known beforehand)."""
+        return {node_id: reply for node_id, reply in self.replies.items()
+                if node_id not in self.derived}
+
+    def settled(self, versions: Mapping[str, str | None]) -> bool:
+        """Every expected node answered, each from the version ``versions`` says it announced.
+
+        A reply without the version (or with another) may come from before a
+        change, or from someone else: an answer that holds one is never cached.
+        """
+        return (self.answered == len(self.expected)
+                and all(reply.version == versions.get(node_id)
+                        for node_id, reply in self.replies.items()))
 
 
 def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:

@@ -14,12 +14,19 @@ search those whose tags include every tag of the query.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
-from services.search.gather import Gather
 from shared.contracts import NodeReply, SearchRequest
 
 # The ops whose answer the index keeps, and the reply field each fills.
 LISTS = {"list_models": "models", "list_tags": "tags"}
+
+
+class Split(NamedTuple):
+    """A search's nodes: those whose answer is known (None: it adds nothing), and those to ask."""
+
+    known: dict[str, NodeReply | None]
+    ask: dict[str, str]
 
 
 class InventoryIndex:
@@ -49,20 +56,20 @@ class InventoryIndex:
         return sum(1 for node_id in nodes if versions.get(node_id) is not None
                    and self.listed(op, node_id, versions[node_id]) is None)
 
-    def fill(self, query: SearchRequest, gather: Gather,
-             versions: Mapping[str, str | None]) -> dict[str, str]:
-        """Answer in ``gather`` for every node whose answer follows; return the nodes to ask."""
+    def split(self, query: SearchRequest, expected: Mapping[str, str],
+              versions: Mapping[str, str | None]) -> Split:
+        """The answers that follow from what ``expected`` nodes listed, and whom to ask."""
         derive = _DERIVERS.get(query.op)
         if derive is None:
-            return dict(gather.expected)
-        ask = {}
-        for node_id, address in gather.expected.items():
+            return Split({}, dict(expected))
+        split = Split({}, {})
+        for node_id, address in expected.items():
             known, reply = derive(self, query, node_id, versions.get(node_id))
             if known:
-                gather.derive(node_id, reply)
+                split.known[node_id] = reply
             else:
-                ask[node_id] = address
-        return ask
+                split.ask[node_id] = address
+        return split
 
     def forget_except(self, nodes: Mapping[str, str]) -> None:
         """Drop what is kept for nodes no longer registered."""

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from services.search.budget import QueryBudget
 from services.search.gather import Gather, aggregate
-from services.search.index import LISTS, InventoryIndex
+from services.search.index import LISTS, InventoryIndex, Split
 from services.search.metrics import SearchMetrics
 from services.search.screen import ReplyScreen
 from shared import codec
@@ -39,16 +39,15 @@ from shared.contracts import (
 )
 from shared.errors import GridError, Overloaded
 from shared.frames import Delivery
-from shared.logs import REQUEST_ID_HEADER, request_id
+from shared.logs import REQUEST_ID_HEADER
 from shared.membership import Membership, MembershipView
 from shared.membership_feed import MembershipFeed
 from shared.rpc import (
     DEADLINE_HEADER,
     Operation,
+    RequestContext,
     RpcClient,
     RpcServer,
-    request_deadline,
-    request_sent,
 )
 from shared.settings import SearchSettings
 from shared.topology import Names, declare_broadcast, declare_replies
@@ -92,13 +91,14 @@ class SearchWorker:
         self.screen = ReplyScreen(settings, self.metrics.capped)
         self.server = RpcServer(self.bus, self.names, self.names.search_queue,
                                 {SEARCH: Operation(SearchRequest, self.search)},
-                                prefetch=settings.prefetch)
-        self.server.observe = self.metrics.observe_message
+                                prefetch=settings.prefetch,
+                                observe=self.metrics.observe_message)
         self.reply_queue = self.names.reply_queue("search", uuid.uuid4().hex[:12])
         self._gathers: dict[str, Gather] = {}
         self._coalesced: dict[tuple, asyncio.Future[SearchResult]] = {}
         self.budget = QueryBudget(settings.search_max_node_queries)
-        self.cache = AnswerCache(settings.search_cache_entries) if settings.search_cache else None
+        self.cache = (AnswerCache(self.membership, settings.search_cache_entries)
+                      if settings.search_cache else None)
         self.index = InventoryIndex() if settings.search_index else None
         self._index_wanted = asyncio.Event()
         self.membership.watch(self._index_wanted.set)
@@ -167,19 +167,20 @@ class SearchWorker:
         for op in LISTS:
             if self.index.unindexed(op, view.expected, view.versions):
                 with contextlib.suppress(GridError):  # asked again after a pause
-                    await self._scatter_gather(SearchRequest(op=op))
+                    await self._scatter_gather(SearchRequest(op=op), RequestContext())
                 left += self.index.unindexed(op, view.expected, view.versions)
         return left
 
     # --- search -----------------------------------------------------------------
 
-    async def search(self, query: SearchRequest) -> SearchResult:
+    async def search(self, query: SearchRequest, context: RequestContext) -> SearchResult:
         """Answer a query from the cache, or share the broadcast of an identical one in flight."""
         key = query.key()
         if self.cache is not None:
-            hit = self._cached(key)
-            if hit is not None:
-                return hit
+            lookup = self.cache.lookup(key)
+            self.metrics.cache.labels(lookup.outcome).inc()
+            if lookup.answer is not None:
+                return lookup.answer
         shared = self._coalesced.get(key)
         if shared is not None:
             self.metrics.coalesced.inc()
@@ -187,7 +188,7 @@ class SearchWorker:
         future: asyncio.Future[SearchResult] = asyncio.get_running_loop().create_future()
         self._coalesced[key] = future
         try:
-            result = await self._scatter_gather(query)
+            result = await self._scatter_gather(query, context)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -197,93 +198,88 @@ class SearchWorker:
         finally:
             del self._coalesced[key]
 
-    def _cached(self, key: tuple) -> SearchResult | None:
-        view = self.membership.view()
-        if not view.cacheable:
-            self.metrics.cache.labels("uncacheable").inc()
-            return None
-        hit = self.cache.get(key, view.generation)
-        self.metrics.cache.labels("miss" if hit is None else "hit").inc()
-        return hit
+    async def _scatter_gather(self, query: SearchRequest, context: RequestContext,
+                              use_index: bool = True) -> SearchResult:
+        """Ask the nodes whose answer is open (every live node without ``use_index``)."""
+        view = self.membership.view()  # the one view this search sees, taken once
+        split = self._split(query, view, use_index)
+        gather = Gather(view.expected, split.known)
+        if split.ask:
+            await self._ask_within_budget(query, gather, split.ask, view, context)
+        result = aggregate(query, gather)
+        if split.ask:
+            self._observe(query, result)
+        self._learn(query, gather)
+        return self._keep(query, view, gather, result)
+
+    def _split(self, query: SearchRequest, view: MembershipView, use_index: bool) -> Split:
+        """The answers the index already knows, and the nodes to ask."""
+        if use_index and self.index is not None:
+            return self.index.split(query, view.expected, view.versions)
+        return Split({}, view.expected)
+
+    async def _ask_within_budget(self, query: SearchRequest, gather: Gather, ask: dict[str, str],
+                                 view: MembershipView, context: RequestContext) -> None:
+        """Ask, once the node-query budget has room for ``ask`` (else Overloaded: a 503)."""
+        try:
+            async with self.budget.take(len(ask), self._may_wait_s(context)):
+                await self._ask_and_gather(query, gather, ask, view, context)
+        except Overloaded:
+            self.metrics.overloaded.inc()
+            log.warning("search refused: node-query budget full",
+                        extra={"op": query.op, "in_use": self.budget.in_use})
+            raise
+
+    def _learn(self, query: SearchRequest, gather: Gather) -> None:
+        """The index keeps the lists nodes answered (what it gave, it already knows)."""
+        if self.index is not None and query.op in LISTS:
+            for reply in gather.asked_replies().values():
+                self.index.learn(query.op, reply)
 
     def _keep(self, query: SearchRequest, view: MembershipView, gather: Gather,
               result: SearchResult) -> SearchResult:
-        """Keep an answer every node gave at one generation, each from its announced version.
+        """Mark and keep an answer every node gave from its announced version, at ``view``.
 
-        A reply without the version (or with another) is never cached: it may
-        come from before a change, or from someone else. A kept answer carries
-        the state it holds for, so that an API process may cache it too.
+        The mark (the view's digest) lets an API process keep the answer too
+        (:mod:`shared.answers`).
         """
-        versions = view.versions
-        if (result.answered == result.asked and view.cacheable
-                and view.generation == self.membership.generation  # nothing changed meanwhile
-                and all(reply.version == versions.get(node_id)
-                        for node_id, reply in gather.replies.items())):
-            result = result.model_copy(update={"state": view.digest})
-            self.cache.put(query.key(), view.generation, result)
+        if self.cache is None or not gather.settled(view.versions):
+            return result
+        result = result.model_copy(update={"state": view.digest})
+        self.cache.keep(query.key(), view, result)
         return result
 
-    async def _scatter_gather(self, query: SearchRequest, use_index: bool = True
-                              ) -> SearchResult:
-        """Ask the nodes whose answer is open (every live node without ``use_index``)."""
-        view = self.membership.view()
-        gather = Gather(view.expected)
-        ask = view.expected
-        if use_index and self.index is not None:
-            ask = self.index.fill(query, gather, view.versions)
-        if ask:
-            try:
-                async with self.budget.take(len(ask), self._may_wait_s()):
-                    await self._ask_and_gather(query, gather, ask, view)
-            except Overloaded:
-                self.metrics.overloaded.inc()
-                log.warning("search refused: node-query budget full",
-                            extra={"op": query.op, "in_use": self.budget.in_use})
-                raise
-        result = aggregate(query, gather)
-        if ask:
-            self._observe(query, result)
-        if self.index is not None and query.op in LISTS:
-            for node_id, reply in gather.replies.items():
-                if node_id not in gather.derived:  # what the index gave it already knows
-                    self.index.learn(query.op, reply)
-        if self.cache is not None:
-            result = self._keep(query, view, gather, result)
-        return result
-
-    def _may_wait_s(self) -> float:
+    def _may_wait_s(self, context: RequestContext) -> float:
         """How long a search may wait for budget and still finish before its caller gives up."""
-        deadline = request_deadline.get()
-        if deadline is None:
+        if context.deadline is None:
             return self.settings.search_timeout_s
-        return deadline - time.time() - self.settings.search_timeout_s / 2
+        return context.deadline - time.time() - self.settings.search_timeout_s / 2
 
-    def _gather_timeout_s(self) -> float:
+    def _gather_timeout_s(self, context: RequestContext) -> float:
         """The search deadline, less the time the request already spent queued.
 
         Searches answer within ``search_timeout_s`` as their client sees it, not
         as the worker does; a search that queued long still gets half of it.
         """
         timeout = self.settings.search_timeout_s
-        sent = request_sent.get()
-        if sent is None:
+        if context.sent is None:
             return timeout
-        queued = max(time.time() - sent, 0.0)
+        queued = max(time.time() - context.sent, 0.0)
         return max(timeout - queued - RETURN_ALLOWANCE_S, timeout / 2)
 
-    async def _ask_and_gather(self, query: SearchRequest, gather: Gather,
-                              ask: dict[str, str], view: MembershipView) -> None:
+    async def _ask_and_gather(self, query: SearchRequest, gather: Gather, ask: dict[str, str],
+                              view: MembershipView, context: RequestContext) -> None:
         """Send the query to ``ask``; wait until every expected node answered, or the deadline."""
         started = time.perf_counter()
         correlation_id = uuid.uuid4().hex
         self._gathers[correlation_id] = gather
-        timeout = self._gather_timeout_s()
+        timeout = self._gather_timeout_s(context)
         body, properties = codec.dumps(query.node_query()), Basic.Properties(
             content_type=codec.CONTENT_TYPE, message_type=NODE_QUERY,
             correlation_id=correlation_id, reply_to=self.reply_queue,
             expiration=str(int(timeout * 1000)),
             headers={DEADLINE_HEADER: deadline_after(timeout),
-                     REQUEST_ID_HEADER: request_id.get(), **self._reply_headers},
+                     REQUEST_ID_HEADER: context.request_id, **self._reply_headers},
             user_id=self.registry.user_id,
             delivery_mode=1)
         try:

@@ -1,14 +1,16 @@
-"""The API's near cache keeps an answer only when its view of the network is the worker's.
+"""The answer cache (the search worker's and the API's: one policy, shared.answers).
 
-No broker: two membership views are fed the same (or not the same) deltas by hand.
+An answer is kept only when it holds for the view the cache's process took
+before asking, and that view is still current: the API's cache keeps an answer
+only when its view of the network is the worker's. No broker: two membership
+views are fed the same (or not the same) deltas by hand.
 """
 
 from __future__ import annotations
 
-from services.api.near_cache import NearCache
+from shared.answers import AnswerCache
 from shared.contracts import MembershipDelta, MembershipSnapshot, NodeState, SearchResult
 from shared.membership import Membership
-from shared.settings import ApiSettings
 
 EPOCH = "e1"
 KEY = ("has_model", "m", None, False)
@@ -31,8 +33,16 @@ def feed(membership: Membership, versions: dict[str, str | None], heard: bool = 
         state(node_id, version, heard) for node_id, version in versions.items()]))
 
 
-def near_cache(versions: dict[str, str | None]) -> NearCache:
-    return NearCache(ApiSettings(), view(versions))
+def near_cache(versions: dict[str, str | None]) -> AnswerCache:
+    return AnswerCache(view(versions), max_entries=16)
+
+
+def get(cache: AnswerCache, key: tuple = KEY) -> SearchResult | None:
+    return cache.lookup(key).answer
+
+
+def now(cache: AnswerCache):
+    return cache.membership.view()
 
 
 def answer(state: str | None) -> SearchResult:
@@ -42,52 +52,63 @@ def answer(state: str | None) -> SearchResult:
 def test_states_agree_when_the_views_do() -> None:
     worker, near = view({"a": "1", "b": "1"}), near_cache({"b": "1", "a": "1"})
     assert worker.state() == near.membership.state() is not None
-    near.keep(KEY, near.view(), answer(worker.state()))
-    hit = near.get(KEY)
+    near.keep(KEY, now(near), answer(worker.state()))
+    hit = get(near)
     assert hit is not None and hit.cached and hit.nodes == [("a", "http://a:5000")]
 
 
 def test_an_answer_from_a_worker_that_saw_a_change_first_is_not_kept() -> None:
     worker, near = view({"a": "1", "b": "1"}), near_cache({"a": "1", "b": "1"})
     feed(worker, {"a": "2"})
-    near.keep(KEY, near.view(), answer(worker.state()))
-    assert near.get(KEY) is None
+    near.keep(KEY, now(near), answer(worker.state()))
+    assert get(near) is None
     feed(near.membership, {"a": "2"})  # now the API has seen it too
-    near.keep(KEY, near.view(), answer(worker.state()))
-    assert near.get(KEY) is not None
+    near.keep(KEY, now(near), answer(worker.state()))
+    assert get(near) is not None
 
 
 def test_an_answer_from_a_worker_that_missed_a_change_is_not_kept() -> None:
     worker, near = view({"a": "1", "b": "1"}), near_cache({"a": "1", "b": "2"})
-    near.keep(KEY, near.view(), answer(worker.state()))
-    assert near.get(KEY) is None
+    near.keep(KEY, now(near), answer(worker.state()))
+    assert get(near) is None
 
 
 def test_a_change_while_the_worker_answered_drops_the_answer() -> None:
     near = near_cache({"a": "1", "b": "1"})
-    before = near.view()
+    before = now(near)
     state = near.membership.state()
     feed(near.membership, {"b": "3"})
     near.keep(KEY, before, answer(state))
-    assert near.get(KEY) is None
+    assert get(near) is None
 
 
 def test_nothing_is_kept_without_versions_or_a_state() -> None:
     near = near_cache({"a": "1", "b": None})
     assert near.membership.state() is None
-    near.keep(KEY, near.view(), answer(None))
-    assert near.get(KEY) is None
+    near.keep(KEY, now(near), answer(None))
+    assert get(near) is None
 
 
 def test_a_node_falling_silent_and_a_lost_delta_drop_everything() -> None:
     near = near_cache({"a": "1", "b": "1"})
-    near.keep(KEY, near.view(), answer(near.membership.state()))
+    near.keep(KEY, now(near), answer(near.membership.state()))
     feed(near.membership, {"a": "1"})  # a is heard again: nothing changed
-    assert near.get(KEY) is not None
+    assert get(near) is not None
     feed(near.membership, {"b": "1"}, heard=False)  # b fell silent
-    assert near.get(KEY) is None
-    near.keep(KEY, near.view(), answer(near.membership.state()))
-    assert near.get(KEY) is not None
+    assert get(near) is None
+    near.keep(KEY, now(near), answer(near.membership.state()))
+    assert get(near) is not None
     lost = MembershipDelta(epoch=EPOCH, seq=near.membership.seq + 2)  # one went missing
     assert not near.membership.apply(lost)
-    assert near.get(KEY) is None and near.membership.state() is None
+    assert get(near) is None and near.membership.state() is None
+
+
+def test_an_uncacheable_view_is_said_so_and_the_cache_keeps_its_bound() -> None:
+    near = near_cache({"a": "1", "b": None})
+    assert near.lookup(KEY).outcome == "uncacheable"
+    near = near_cache({"a": "1"})
+    for n in range(20):
+        near.keep(("has_model", str(n), None, False), now(near), answer(near.membership.state()))
+    assert len(near) == 16
+    lookups = [near.lookup(("has_model", str(n), None, False)).outcome for n in (0, 19)]
+    assert lookups == ["miss", "hit"]  # the least recently used went first
