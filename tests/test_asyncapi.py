@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import typing
 from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from services.node.inventory import Inventory, Tensor
 from shared import contracts
+from shared.auth import REPLY_EXCHANGE_HEADER
 from shared.errors import (
     BrokerAdminUnavailable,
     Conflict,
@@ -21,9 +24,14 @@ from shared.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from shared.topology import HEARTBEAT_KEY, Names, work_queue_arguments
+from shared.logs import REQUEST_ID_HEADER
+from shared.rpc import DEADLINE_HEADER, SENT_HEADER
+from shared.settings import NodeSettings
+from shared.topology import HEARTBEAT_KEY, Names, node_queue_arguments, work_queue_arguments
 
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+DOC_PATH = ROOT / "docs" / "asyncapi.yaml"
+PROTOCOL_PATH = ROOT / "docs" / "protocol.md"
 DOC = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
 SCHEMAS = DOC["components"]["schemas"]
 MESSAGES = DOC["components"]["messages"]
@@ -41,6 +49,8 @@ MODELS = [
     contracts.NodeState, contracts.MembershipDelta,
     contracts.MembershipRequest, contracts.MembershipSnapshot,
 ]
+# Not bus messages, but what a node author needs: the SDK's inventory (the demo node's file).
+NODE_SIDE = [Inventory, Tensor]
 
 
 def resolve(schema: dict, root: dict, prefix: str) -> dict:
@@ -68,7 +78,7 @@ def test_every_contract_is_documented() -> None:
     assert defined == set(MODELS)
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", MODELS + NODE_SIDE, ids=lambda m: m.__name__)
 def test_schema_matches_model(model: type[BaseModel]) -> None:
     schema = SCHEMAS[model.__name__]
     assert schema["type"] == "object"
@@ -153,3 +163,57 @@ def test_examples_are_valid_messages() -> None:
                 model.model_validate(example["payload"])
                 checked += 1
     assert checked >= 6
+
+
+def reply_queue_owners_in_code() -> set[str]:
+    """Every ``owner`` the code names a reply queue with: ``RpcClient(bus, names, "<owner>")``
+    and ``names.reply_queue("<owner>", ...)``."""
+    owners = set()
+    for path in [*ROOT.glob("services/**/*.py"), *ROOT.glob("shared/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            position = {"RpcClient": 2, "reply_queue": 0}.get(name)
+            if position is None or len(node.args) <= position:
+                continue
+            arg = node.args[position]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                owners.add(arg.value)
+    return owners
+
+
+def test_reply_queue_owners_match_code() -> None:
+    owners = reply_queue_owners_in_code()
+    assert {"api", "search"} <= owners, "the scan of the code found too little"
+    assert set(DOC["components"]["parameters"]["owner"]["schema"]["enum"]) == owners
+
+
+def test_headers_the_code_sends_are_documented() -> None:
+    documented = set(SCHEMAS["RequestHeaders"]["properties"])
+    assert {DEADLINE_HEADER, SENT_HEADER, REQUEST_ID_HEADER, REPLY_EXCHANGE_HEADER} <= documented
+
+
+def test_node_queue_arguments_match_the_sdk() -> None:
+    ttl_s = NodeSettings.model_fields["node_queue_ttl_s"].default
+    channel = DOC["channels"][NAMES.node_queue("{nodeId}")]
+    assert channel["x-queue-arguments"] == node_queue_arguments(ttl_s)
+
+
+def test_queries_documented_as_dropped_are_invalid() -> None:
+    message = MESSAGES["node_query"]
+    assert message["x-invalid-examples"]
+    for example in message["x-invalid-examples"]:
+        with pytest.raises(ValidationError):
+            contracts.NodeQuery.model_validate(example["payload"])
+    for example in message["examples"]:
+        contracts.NodeQuery.model_validate(example["payload"])
+
+
+@pytest.mark.parametrize("model", [contracts.NodeQuery, contracts.NodeReply, contracts.Heartbeat,
+                                   Inventory, Tensor], ids=lambda m: m.__name__)
+def test_protocol_page_names_every_field_a_node_sees(model: type[BaseModel]) -> None:
+    text = PROTOCOL_PATH.read_text(encoding="utf-8")
+    missing = [name for name in model.model_fields if f"`{name}`" not in text
+               and f'"{name}"' not in text]
+    assert not missing, f"docs/protocol.md does not name {model.__name__} fields {missing}"
