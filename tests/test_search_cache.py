@@ -217,3 +217,20 @@ async def test_two_search_workers_keep_their_own_caches(harness: Harness) -> Non
         await sees_version(worker, node)
     answers = await asyncio.gather(*(search_model(gateway) for _ in range(16)))
     assert {str(answer[0]) for answer in answers} == {"[]"}
+
+
+async def test_an_inventory_change_is_sent_without_waiting_for_the_batch(
+        harness: Harness) -> None:
+    # A batch window twice the wait below: only a delta sent at once can be seen within it.
+    gateway = await harness.gateway(registry={**FAST, "membership_batch_s": 12.0}, search=FAST)
+    alice = await harness.node(gateway, "alice", ALICE, **FAST_NODE)
+    worker = gateway.searches[0]
+    await eventually(lambda: _sees(worker, alice), within=30)  # the join waits for the batch
+    assert await search_model(gateway) == ([["alice", "http://alice:5000"]], "miss", "1")
+    await alice.update_inventory(Inventory.model_validate({"models": []}))
+    await eventually(lambda: _sees(worker, alice), within=6)
+    assert await search_model(gateway) == ([], "miss", "1")
+
+
+async def _sees(worker: SearchWorker, node: GridNode) -> bool:
+    return worker.membership.versions.get(node.node_id) == node.version

@@ -7,7 +7,8 @@ connection drops (the broker deletes an exclusive queue with its connection).
 The owner keeps every registered node's state (:class:`NodeState`), finds the
 nodes that fell silent in O(silent) (:class:`shared.liveness.Expiry`), and
 publishes the changes in numbered batches (:class:`MembershipDelta`,
-``membership.delta``) every ``membership_batch_s`` at most. A heartbeat that
+``membership.delta``) every ``membership_batch_s`` at most (an inventory version change at
+once: caches wait for it). A heartbeat that
 changes nothing (the common case) costs a dictionary look-up and no message.
 
 A new owner starts a new epoch: every follower then reads a snapshot. It takes
@@ -225,6 +226,11 @@ class LivenessOwner:
         if not (state.live and state.heard and state.own >= own and state.version == version):
             self._set(state.model_copy(update={
                 "live": True, "heard": True, "own": state.own or own, "version": version}))
+            if state.version is not None and version != state.version:
+                # An inventory changed: caches answer from the old one until the delta
+                # arrives, so it goes now, not after the batch (a first version, at a
+                # join, still waits: a join storm stays batched).
+                self._spawn(self.publish_now())
 
     def _expire(self) -> None:
         now = self.clock()
