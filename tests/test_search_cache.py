@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -12,6 +13,7 @@ from services.node.sdk import GridNode
 from services.search.worker import SearchWorker
 from shared.contracts import NodeQuery, NodeReply
 from tests.harness import Gateway, Harness, eventually
+from tests.tcp_proxy import TcpProxy
 
 TTL_S = 1.0
 FAST = {"node_ttl_s": TTL_S}
@@ -234,3 +236,31 @@ async def test_an_inventory_change_is_sent_without_waiting_for_the_batch(
 
 async def _sees(worker: SearchWorker, node: GridNode) -> bool:
     return worker.membership.versions.get(node.node_id) == node.version
+
+
+async def test_a_version_changed_while_the_broker_is_away_is_announced_once_it_is_back(
+        harness: Harness, amqp_url: str) -> None:
+    # The node reaches the broker through a proxy that the test cuts; its own heartbeat
+    # interval (60 s) is far longer than the wait below, and its TTL longer still.
+    gateway = await harness.gateway(registry={"node_ttl_s": 300.0}, search={"node_ttl_s": 300.0})
+    parts = urlsplit(amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    try:
+        proxied = urlunsplit(parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:"
+                                                   f"{proxy.port}"))
+        alice = await harness.node(gateway, "alice", ALICE, amqp_url=proxied, heartbeat_s=60.0)
+        worker = gateway.searches[0]
+        await eventually(lambda: _sees(worker, alice))
+        await proxy.cut()
+        await eventually(lambda: _true(not alice.bus.ready))
+        await alice.update_inventory(Inventory.model_validate({"models": []}))
+        await proxy.restore()
+        await eventually(lambda: _sees(worker, alice), within=20)
+        assert await search_model(gateway) == ([], "miss", "1")
+    finally:
+        await proxy.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -57,6 +57,8 @@ def auth_headers(settings: NodeSettings) -> dict[str, str]:
 
 
 HEARTBEAT_HEADER = "X-Grid-Heartbeat-S"
+# How often a version that could not be announced is tried again (the broker was away).
+ANNOUNCE_RETRY_S = 0.5
 
 
 def asked_cadence(headers: httpx.Headers) -> float | None:
@@ -114,6 +116,10 @@ class GridNode:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._heartbeat: asyncio.Task | None = None
+        # Set when a version could not be announced (the broker was away): the heartbeat
+        # loop then retries every ANNOUNCE_RETRY_S instead of waiting for its next turn.
+        self._unannounced = False
+        self._wake = asyncio.Event()
         # The gateway's cadence, unless GRID_HEARTBEAT_S was set for this node.
         self.heartbeat_s = settings.heartbeat_s
         self._cadence_fixed = "heartbeat_s" in settings.model_fields_set
@@ -179,19 +185,31 @@ class GridNode:
         gateway from caching this node's answers.
         """
         self.version = version
-        if self._heartbeat is not None:
-            await self._beat()
+        if self._heartbeat is not None and not await self._beat():
+            self._unannounced = True  # sent once the broker is back, not at the next turn
+            self._wake.set()
 
     # --- bus ------------------------------------------------------------------
 
-    async def _beat(self) -> None:
-        with contextlib.suppress(Exception):  # the broker may be reconnecting
+    async def _beat(self) -> bool:
+        """One heartbeat; False when it could not be sent (the broker may be reconnecting)."""
+        if not self.bus.ready:
+            return False
+        try:
             await self.events.publish(Heartbeat(node_id=self.node_id, version=self.version))
+        except Exception:  # noqa: BLE001 - the connection went while sending
+            return False
+        return True
 
     async def _heartbeat_forever(self) -> None:
         while True:
-            await self._beat()
-            await asyncio.sleep(self.heartbeat_s)
+            if await self._beat():
+                self._unannounced = False
+            self._wake.clear()
+            pause = ANNOUNCE_RETRY_S if self._unannounced else self.heartbeat_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._wake.wait()
 
     async def _on_query(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
