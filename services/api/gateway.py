@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from services.api.live_nodes import LiveNodes
 from services.api.near_cache import NearCache
+from services.api.node_query import NodeAsker
 from shared.bus import Bus
 from shared.contracts import SEARCH, NodeQuery, SearchResult
 from shared.errors import BusUnavailable, GridError, NoConsumer
@@ -65,6 +66,8 @@ class Gateway:
         self.feed = MembershipFeed(self.membership, self.rpc, settings.membership_refresh_s)
         self.near = NearCache(settings, self.membership) if settings.search_cache else None
         self.live = LiveNodes(self.membership, self.feed, settings.n_replica)
+        # One node asked on its own queue (the status page's detail of a node).
+        self.nodes = NodeAsker(self.bus, self.names, self.membership)
         self.consumers: dict[str, int] = {}
         # Counts seen on a lost connection say nothing about the next one: until
         # the watch has counted again, /readyz is not ready.
@@ -98,6 +101,7 @@ class Gateway:
         for queue in self.names.work_queues():
             await declare_work_queue(channel, self.names, queue, self.settings.queue_type)
         await self.rpc.start()
+        await self.nodes.start()
         await self.feed.start()
         log.info("connected to the message broker")
         await self._watch_consumers(channel)
