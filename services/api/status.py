@@ -239,16 +239,18 @@ def request_address(request: Request, limit: int = 256) -> str:
 
 
 TABLE_PARAMETERS = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000,
+                                                  "default": 1}},
     {"name": "per_page", "in": "query",
      "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
     {"name": "node", "in": "query", "description": "Part of the node id (any case).",
-     "schema": {"type": "string", "maxLength": 128}},
+     "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
     {"name": "model", "in": "query", "description": "Only nodes hosting this model.",
-     "schema": {"type": "string", "maxLength": 512}},
+     "schema": {"type": "string", "minLength": 1, "maxLength": 512}},
     {"name": "tag", "in": "query", "description": "Only nodes holding data with every tag "
      "given (repeat the parameter for several).",
-     "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+     "schema": {"type": "array", "minItems": 1, "maxItems": 16,
+                "items": {"type": "string", "minLength": 1, "maxLength": 512}},
      "style": "form", "explode": True},
     {"name": "state", "in": "query",
      "schema": {"type": "string", "enum": ["all", "live", "offline"], "default": "all"}},
@@ -280,8 +282,10 @@ def mount(app: FastAPI, board: StatusBoard) -> None:
                 # Documents the body as StatusView (the route answers its own JsonResponse).
                 response_model=StatusView, response_class=JSONResponse,
                 openapi_extra={"parameters": TABLE_PARAMETERS},
-                responses={400: {"description": "A query parameter is wrong (the message "
-                                                "names it)."}},
+                responses={400: doc.error(
+                    "A query parameter is wrong, or unknown (the message names it).",
+                    "Invalid query parameter 'per_page': Input should be less than or equal "
+                    "to 200.")},
                 response_description="The gateway's status; never a 5xx: a part that could "
                                      "not be read says why.")
     async def status_data(request: Request) -> JsonResponse:
@@ -293,7 +297,8 @@ def mount(app: FastAPI, board: StatusBoard) -> None:
                 summary="One node's detail: its state, and its models and tags as it answers "
                         "(asked of that node alone).",
                 response_model=NodeDetail, response_class=JSONResponse,
-                responses={404: {"description": "No node with this id is registered."}})
+                responses={404: doc.error("No node with this id is registered.",
+                                          "No node with this id is registered.")})
     async def node_detail(node_id: str) -> JsonResponse:
         detail = await status.detail(node_id)
         return JsonResponse(detail.model_dump(mode="json"), headers=NO_STORE)
