@@ -19,9 +19,9 @@ import pytest
 from selenium import webdriver
 
 from bench.browser import BrowserMissing, chromium
-from services.search.index import LISTS
 from services.node.inventory import Inventory
 from services.node.sdk import GridNode
+from services.search.index import LISTS
 from tests.harness import Gateway, Harness, eventually
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
