@@ -226,15 +226,19 @@ class ApiSettings(CachingSettings):
     # or "by-node" (every hosting node, the shape the original Python clients read).
     encrypted_search_format: Literal["api-text", "by-node"] = "api-text"
     # The status page at GET /: the name it shows (default: the namespace), the
-    # address (default: as the viewer's request reached the API), how long one
-    # look at the network (node list and their inventories) serves every viewer,
-    # and how many of the API's recent searches it lists.
+    # address (default: as the viewer's request reached the API), how often the
+    # page refreshes (and, while the API's membership view is not in sync, how long
+    # one read of the registry's node list serves every viewer), and how many of
+    # the API's recent searches it lists.
     gateway_name: str | None = Field(default=None, max_length=128)
     gateway_address: str | None = Field(default=None, max_length=2048)
     status_cache_s: float = Field(default=2.0, gt=0)
     status_recent_searches: int = Field(default=40, ge=1, le=1000)
-    # The most models (and tags) of one node that /status.json lists; the rest are counted.
+    # The most models (and tags) of one node that its detail on the page lists; the
+    # rest are counted.
     status_max_names: int = Field(default=100, ge=1)
+    # How long the page's detail of one node waits for that node's lists.
+    status_detail_timeout_s: float = Field(default=2.0, gt=0)
     # API processes serving one port (uvicorn workers), each with its own
     # broker connection and reply queue.
     api_workers: int = Field(default=1, ge=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import orjson
 
 from services.node.inventory import Inventory
@@ -55,9 +56,7 @@ def hostile(models: int, tags: int):
 async def what_alice_gets(gateway: Gateway) -> dict:
     """Every answer that concerns alice, as a client and the status page see it."""
     client = gateway.client
-    status = (await client.get("/status.json")).json()
-    (own,) = [node for node in status["nodes"]["live"] if node["node_id"] == "alice"]
-    own.pop("last_seen_s")
+    own = (await client.get("/status/nodes/alice.json")).json()
     models = set((await client.get("/search-available-models")).json())
     tags = set((await client.get("/search-available-tags")).json())
     return {
@@ -78,14 +77,13 @@ async def with_alice(harness: Harness) -> tuple[Gateway, dict]:
     return gateway, await what_alice_gets(gateway)
 
 
-async def mallory_shown(gateway: Gateway, answered: int):
-    """(/status.json, mallory's entry) once the page's look includes her and ``answered``."""
+async def mallory_shown(gateway: Gateway) -> tuple[httpx.Response, httpx.Response]:
+    """/status.json and mallory's detail on the status page (asked of her alone)."""
     status = await gateway.client.get("/status.json")
-    data = status.json()
-    shown = [node for node in data["nodes"]["live"] if node["node_id"] == "mallory"]
-    if shown and data["inventory"]["asked"] == 2 and data["inventory"]["answered"] == answered:
-        return status, shown[0]
-    return None
+    assert [row["node_id"] for row in status.json()["nodes"]["rows"]] == ["alice", "mallory"]
+    detail = await gateway.client.get("/status/nodes/mallory.json")
+    assert detail.status_code == 200, detail.text
+    return status, detail
 
 
 def sample(gateway: Gateway, name: str, labels: dict) -> float:
@@ -108,9 +106,10 @@ async def test_an_absurd_inventory_is_capped_per_node(harness: Harness) -> None:
     found = await client.post("/search-model", json={"model_id": "m0049999"})
     assert [node[0] for node in found.json()] == ["mallory"]
 
-    status, shown = await eventually(lambda: mallory_shown(gateway, answered=2))
-    assert len(status.content) < STATUS_MAX_BYTES
-    assert len(shown["models"]) == 100 and shown["models_total"] == 10_000
+    status, detail = await mallory_shown(gateway)
+    assert len(status.content) < STATUS_MAX_BYTES and len(detail.content) < STATUS_MAX_BYTES
+    shown = detail.json()["models"]
+    assert len(shown["names"]) == 100 and shown["total"] == 50_000  # GRID_STATUS_MAX_NAMES
     assert await what_alice_gets(gateway) == before
 
 
@@ -132,9 +131,9 @@ async def test_an_oversized_reply_is_dropped_and_counts_as_no_answer(harness: Ha
     found = await client.post("/search-model", json={"model_id": "m0199999"})
     assert [node[0] for node in found.json()] == ["mallory"]
 
-    status, shown = await eventually(lambda: mallory_shown(gateway, answered=1))
-    assert len(status.content) < STATUS_MAX_BYTES
-    assert shown["models"] is None and shown["tags"] is None
-    assert orjson.loads(status.content)["inventory"] == {"asked": 2, "answered": 1,
-                                                          "error": None}
+    status, detail = await mallory_shown(gateway)  # her lists are dropped unread there too
+    assert len(status.content) < STATUS_MAX_BYTES and len(detail.content) < STATUS_MAX_BYTES
+    shown = orjson.loads(detail.content)
+    assert shown["models"]["names"] is None and shown["tags"]["names"] is None
+    assert shown["note"] == "The node did not answer in time."
     assert await what_alice_gets(gateway) == before

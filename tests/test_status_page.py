@@ -1,16 +1,15 @@
-"""The operator status page: its data route, its cost, its failures, and a real browser.
+"""The operator status page: its data routes, their cost, their failures, and a real browser.
 
 The browser is Debian's ``chromium`` driven by selenium through ``chromedriver``
-(``./scripts/test`` installs both where missing). Selenium blocks, and the
-gateway runs in the test's event loop, so every browser call runs in a thread.
+(:mod:`bench.browser`; ``./scripts/test`` installs both where missing). Selenium
+blocks, and the gateway runs in the test's event loop, so every browser call runs
+in a thread. The page at 10,000 nodes is tested in ``test_status_page_scale.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 
+from bench.browser import BrowserMissing, chromium
 from services.node.inventory import Inventory
-from shared.contracts import NodeReply
+from services.node.sdk import GridNode
+from services.search.index import LISTS
 from tests.harness import Gateway, Harness, eventually
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -30,22 +29,34 @@ DEMO_NODES = ("alice", "bob", "carol")
 TTL_S = 1.5
 HEARTBEAT_S = 0.3
 LIVENESS = {"node_ttl_s": TTL_S, "heartbeat_s": HEARTBEAT_S}
-# Flags that let Chromium run headless as root on a machine without outside web.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
 # What the page shows, read from its DOM in one call.
 READ_PAGE = """
-const chips = (cell) => [...cell.querySelectorAll('.chip')].map((chip) => chip.textContent);
-const rows = (id) => [...document.querySelectorAll('#' + id + ' tbody tr[data-node-id]')];
+const chips = (line) => line === null ? null
+  : [...line.querySelectorAll('.chip')].map((chip) => chip.textContent);
+const body = document.querySelector('#nodes tbody');
 return {
   ready: document.getElementById('readiness-badge').textContent,
-  live: Object.fromEntries(rows('live-nodes').map((tr) => [tr.dataset.nodeId,
-          {models: chips(tr.cells[3]), tags: chips(tr.cells[4])}])),
-  offline: rows('offline-nodes').map((tr) => tr.dataset.nodeId),
+  counts: Object.fromEntries([...document.querySelectorAll('#summary [data-count]')]
+            .map((cell) => [cell.dataset.count, Number(cell.querySelector('b').textContent)])),
+  rows: Object.fromEntries([...body.querySelectorAll('tr[data-node-id]')]
+          .map((tr) => [tr.dataset.nodeId, tr.cells[2].textContent])),
+  details: Object.fromEntries([...body.querySelectorAll('tr.detail')].map((tr) =>
+             [tr.dataset.detailOf, {models: chips(tr.querySelector('.models')),
+                                    tags: chips(tr.querySelector('.tags'))}])),
+  pageInfo: document.getElementById('page-info').textContent,
   searches: [...document.querySelectorAll('#recent-searches tbody tr:not(.empty)')]
               .map((tr) => tr.cells[1].textContent),
 };
+"""
+# Open (or close) a node's row, as a click does.
+CLICK_ROW = """
+document.querySelector('#nodes tr[data-node-id="' + CSS.escape(arguments[0]) + '"]').click();
+"""
+# Filter the table, as a viewer typing in the filter box and pressing Enter does.
+FILTER = """
+document.getElementById('filter-kind').value = arguments[0];
+document.getElementById('filter-text').value = arguments[1];
+document.getElementById('node-filter').requestSubmit();
 """
 
 
@@ -58,32 +69,49 @@ def shown(node: Inventory) -> dict[str, list[str]]:
     return {"models": sorted(set(node.models)), "tags": sorted(set(node.tags()))}
 
 
-def _executable(name: str) -> str:
-    path = shutil.which(name) or f"/usr/bin/{name}"
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{name} is not installed; ./scripts/test installs it with "
-                    "'apt-get install chromium chromium-driver' (as root)", pytrace=False)
-    return path
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     """A headless Chromium with a fresh profile; quit (browser and driver) in every case."""
-    options = Options()
-    options.binary_location = _executable("chromium")
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(_executable("chromedriver")))
     try:
-        driver.set_page_load_timeout(30)
-        driver.set_script_timeout(10)
+        driver = chromium(tmp_path / "chromium-profile")
+    except BrowserMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
         yield driver
     finally:
         driver.quit()
 
 
+class Page:
+    """The page in the browser, read and driven from the test's event loop."""
+
+    def __init__(self, browser: webdriver.Chrome) -> None:
+        self.browser = browser
+
+    async def open(self, url: str) -> None:
+        await asyncio.to_thread(self.browser.get, url)
+
+    async def read(self) -> dict:
+        return await asyncio.to_thread(self.browser.execute_script, READ_PAGE)
+
+    async def click(self, node_id: str) -> None:
+        await asyncio.to_thread(self.browser.execute_script, CLICK_ROW, node_id)
+
+    async def filter(self, kind: str, text: str) -> None:
+        await asyncio.to_thread(self.browser.execute_script, FILTER, kind, text)
+
+    async def until(self, check) -> dict:
+        """The page once ``check(page)`` holds (bounded by ``eventually``)."""
+
+        async def read_when() -> dict | None:
+            page = await self.read()
+            return page if check(page) else None
+
+        return await eventually(read_when)
+
+
 async def network(harness: Harness, search_timeout_s: float = 0.6,
-                  **api: Any) -> tuple[Gateway, dict]:
+                  **api: Any) -> tuple[Gateway, dict[str, GridNode]]:
     """A gateway with short liveness and the three demo nodes, all answering searches."""
     gateway = await harness.gateway(registry=LIVENESS,
                                     search={**LIVENESS, "search_timeout_s": search_timeout_s},
@@ -94,44 +122,60 @@ async def network(harness: Harness, search_timeout_s: float = 0.6,
     return gateway, nodes
 
 
-async def status(client: httpx.AsyncClient) -> dict:
-    response = await client.get("/status.json")
+async def status(client: httpx.AsyncClient, **params: Any) -> dict:
+    response = await client.get("/status.json", params=params)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     return response.json()
 
 
+async def index_settled(gateway: Gateway) -> None:
+    """Until the search worker has indexed every node: it asks none of them again by itself."""
+    worker = gateway.searches[0]
+
+    async def settled() -> bool:
+        view = worker.membership.view()
+        return all(worker.index.unindexed(op, view.expected, view.versions) == 0
+                   for op in LISTS) and len(view.expected) == len(DEMO_NODES)
+
+    await eventually(settled)
+
+
+def ids(data: dict) -> list[str]:
+    return [row["node_id"] for row in data["nodes"]["rows"]]
+
+
 # --- in a real browser ------------------------------------------------------------
 
 
-async def test_page_shows_the_nodes_and_drops_a_dead_one(
+async def test_page_lists_filters_details_and_drops_a_dead_node(
         harness: Harness, browser: webdriver.Chrome, tmp_path: Path) -> None:
     gateway, nodes = await network(harness, status_cache_s=0.5, gateway_name="test lab")
     await gateway.client.post("/search-model", json={"model_id": "mnist-cnn"})
     await gateway.client.post("/search", json={"query": ["#mnist"]})
-    await asyncio.to_thread(browser.get, gateway.api.url + "/")
+    page = Page(browser)
+    await page.open(gateway.api.url + "/")
 
-    async def read_page() -> dict:
-        return await asyncio.to_thread(browser.execute_script, READ_PAGE)
-
-    async def all_live() -> dict | None:
-        page = await read_page()
-        return page if set(page["live"]) == set(DEMO_NODES) else None
-
-    page = await eventually(all_live)
-    assert page["live"] == {name: shown(inventory(name)) for name in DEMO_NODES}
-    assert page["ready"] == "ready" and page["offline"] == []
-    assert page["searches"][:2] == ["/search", "/search-model"]
+    seen = await page.until(lambda p: set(p["rows"]) == set(DEMO_NODES))
+    assert seen["rows"] == dict.fromkeys(DEMO_NODES, "live")
+    assert seen["counts"]["live"] == 3 and seen["counts"]["offline"] == 0
+    assert seen["ready"] == "ready"
+    assert seen["searches"][:2] == ["/search", "/search-model"]
     assert "test lab" in await asyncio.to_thread(lambda: browser.title)
 
+    await page.click("alice")  # her detail, asked of her
+    seen = await page.until(lambda p: p["details"].get("alice", {}).get("models"))
+    assert seen["details"] == {"alice": shown(inventory("alice"))}
+
+    await page.filter("model", "mnist-cnn")  # alice and bob host it (examples/)
+    await page.until(lambda p: sorted(p["rows"]) == ["alice", "bob"])
+    await page.filter("node", "CAR")
+    await page.until(lambda p: list(p["rows"]) == ["carol"])
+    await page.filter("node", "")
+
     await nodes["bob"].stop()  # silent from now on: offline once the TTL passes
-
-    async def bob_offline() -> dict | None:
-        page = await read_page()
-        return page if "bob" not in page["live"] and page["offline"] == ["bob"] else None
-
-    page = await eventually(bob_offline, within=TTL_S + 15)
-    assert page["live"] == {name: shown(inventory(name)) for name in ("alice", "carol")}
+    seen = await page.until(lambda p: p["rows"].get("bob") == "offline")
+    assert seen["counts"]["live"] == 2 and seen["counts"]["offline"] == 1
     screenshot = tmp_path / "status-page.png"
     assert await asyncio.to_thread(browser.save_screenshot, str(screenshot))
     print(f"status page screenshot: {screenshot}")
@@ -140,84 +184,149 @@ async def test_page_shows_the_nodes_and_drops_a_dead_one(
 # --- the data route -------------------------------------------------------------
 
 
-async def test_status_lists_nodes_with_their_models_and_tags(harness: Harness) -> None:
+async def test_status_counts_and_lists_the_nodes_from_the_membership_view(
+        harness: Harness) -> None:
     gateway, _ = await network(harness)
     data = await status(gateway.client)
     assert data["name"] == data["namespace"] == gateway.api.settings.namespace
     assert data["address"] == gateway.api.url
-    assert [node["node_id"] for node in data["nodes"]["live"]] == list(DEMO_NODES)
-    for node in data["nodes"]["live"]:
-        assert {"models": node["models"], "tags": node["tags"]} == shown(
-            inventory(node["node_id"]))
-        assert node["node_address"] == f"http://{node['node_id']}:5000"
-        assert 0 <= node["last_seen_s"] < TTL_S
-    assert data["inventory"] == {"asked": 3, "answered": 3, "error": None}
+    summary = data["summary"]
+    assert (summary["registered"], summary["live"], summary["offline"], summary["heard"],
+            summary["versioned"]) == (3, 3, 0, 3, 3)
+    assert (summary["source"], summary["error"]) == ("membership", None)
+    assert ids(data) == list(DEMO_NODES)
+    for row in data["nodes"]["rows"]:
+        assert row["node_address"] == f"http://{row['node_id']}:5000"
+        assert row["live"] and row["heard"] and row["version"] is not None
     assert data["readiness"]["ready"] and data["readiness"]["reason"] is None
     assert set(data["readiness"]["consumers"].values()) == {1}
 
 
-async def test_concurrent_viewers_share_one_look(harness: Harness) -> None:
-    gateway, _ = await network(harness, status_cache_s=60)
-    board = gateway.api.app.state.status_board
-    api_searches = gateway.api.app.state.metrics
-    worker = gateway.searches[0].metrics.registry
+async def test_a_refresh_asks_no_node_and_no_worker(harness: Harness) -> None:
+    """However many viewers refresh, the node list costs no search and no registry call."""
+    gateway, nodes = await network(harness)
+    await index_settled(gateway)
+    api = gateway.api.app.state.metrics
 
-    def searches() -> tuple[float, float]:
-        return (api_searches.get_sample_value("grid_api_rpc_seconds_count",
-                                              {"op": "search", "outcome": "ok"}) or 0,
-                worker.get_sample_value("grid_worker_message_seconds_count",
-                                        {"service": "search", "op": "search",
-                                         "outcome": "ok"}) or 0)
+    def calls() -> tuple:
+        rpc = {op: api.get_sample_value("grid_api_rpc_seconds_count",
+                                        {"op": op, "outcome": "ok"}) or 0
+               for op in ("search", "list", "membership")}
+        return rpc["search"], rpc["list"], [node.queries_answered for node in nodes.values()]
 
-    before = searches()
+    before = calls()
     answers = await asyncio.gather(*(gateway.client.get("/status.json") for _ in range(40)))
     assert {answer.status_code for answer in answers} == {200}
-    assert len({len(answer.json()["nodes"]["live"]) for answer in answers}) == 1
-    assert board.looks_taken == 1
-    # One look is one list_models and one list_tags search, however many viewers.
-    after = searches()
-    assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
-    await status(gateway.client)
-    assert board.looks_taken == 1 and searches() == after
+    assert {len(answer.json()["nodes"]["rows"]) for answer in answers} == {3}
+    assert calls() == before
 
 
-async def test_a_slow_look_never_holds_the_page(harness: Harness) -> None:
-    """While a new look waits on a node that does not answer, viewers get the last one."""
-    gateway, _ = await network(harness, search_timeout_s=60, rpc_timeout_s=90,
-                               status_cache_s=0.2)
+async def test_filters_by_id_model_tag_and_state_and_pages(harness: Harness) -> None:
+    gateway, nodes = await network(harness)
+    client = gateway.client
+    assert ids(await status(client, node="O")) == ["bob", "carol"]  # any case
+    by_model = await status(client, model="mnist-cnn")
+    assert ids(by_model) == ["alice", "bob"]
+    assert by_model["nodes"]["search"] == {"asked": 3, "answered": 3, "error": None}
+    assert ids(await status(client, model="mnist-cnn", node="b")) == ["bob"]
+    assert ids(await status(client, model="no-such-model")) == []
+    tagged = await client.post("/search", json={"query": ["#mnist", "#train"]})
+    assert ids(await status(client, tag=["#mnist", "#train"])) == [
+        node_id for node_id, _ in tagged.json()] == ["alice"]
+    first = await status(client, per_page=2)
+    assert (ids(first), first["nodes"]["pages"], first["nodes"]["matching"]) == (
+        ["alice", "bob"], 2, 3)
+    assert ids(await status(client, per_page=2, page=2)) == ["carol"]
+    assert ids(await status(client, per_page=2, page=9)) == []  # past the end: no rows
+
+    await nodes["bob"].stop()
+
+    async def bob_offline() -> dict | None:
+        data = await status(client, state="offline")
+        return data if ids(data) == ["bob"] else None
+
+    await eventually(bob_offline, within=TTL_S + 15)
+    assert ids(await status(client, state="live")) == ["alice", "carol"]
+    # A model filter finds live nodes only: bob is not asked, so he is not listed.
+    assert ids(await status(client, model="mnist-cnn")) == ["alice"]
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("page=0", "Invalid query parameter 'page': Input should be greater than or equal to 1."),
+    ("per_page=201",
+     "Invalid query parameter 'per_page': Input should be less than or equal to 200."),
+    ("page=two", "Invalid query parameter 'page': Input should be a valid integer, unable to "
+                 "parse string as an integer."),
+    ("state=gone", "Invalid query parameter 'state': Input should be 'all', 'live' or "
+                   "'offline'."),
+    ("node=", "Invalid query parameter 'node': String should have at least 1 character."),
+    ("node=a&node=b", "Invalid query parameter 'node': given twice."),
+    ("tag=" + "&tag=".join(f"%23t{i}" for i in range(17)),
+     "Invalid query parameter 'tag': List should have at most 16 items after validation, "
+     "not 17."),
+    ("colour=red", "Unknown query parameter 'colour' (known: page, per_page, node, model, "
+                   "tag, state)."),
+])
+async def test_a_wrong_parameter_is_a_400_that_names_it(harness: Harness, query: str,
+                                                         message: str) -> None:
+    server = await harness.api()
+    client = await harness.client(server)
+    response = await client.get(f"/status.json?{query}")
+    assert (response.status_code, response.json()) == (400, {"message": message})
+
+
+async def test_detail_asks_that_node_alone(harness: Harness) -> None:
+    gateway, nodes = await network(harness)
+    await index_settled(gateway)
+    before = {name: node.queries_answered for name, node in nodes.items()}
+    response = await gateway.client.get("/status/nodes/alice.json")
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["node"]["node_id"] == "alice" and detail["asked"]
+    assert {"models": detail["models"]["names"], "tags": detail["tags"]["names"]} == shown(
+        inventory("alice"))
+    assert detail["models"]["total"] == len(shown(inventory("alice"))["models"])
+    assert detail["note"] is None
+    after = {name: node.queries_answered for name, node in nodes.items()}
+    assert after == {**before, "alice": before["alice"] + 2}  # list_models, list_tags
+
+    missing = await gateway.client.get("/status/nodes/nobody.json")
+    assert (missing.status_code, missing.json()) == (
+        404, {"message": "No node with this id is registered."})
+
+    await nodes["bob"].stop()
+
+    async def bob_offline() -> dict | None:
+        detail = (await gateway.client.get("/status/nodes/bob.json")).json()
+        return detail if not detail["node"]["live"] else None
+
+    detail = await eventually(bob_offline, within=TTL_S + 15)
+    assert (detail["asked"], detail["models"]["names"], detail["note"]) == (
+        False, None, "Offline: not asked.")
+
+
+async def test_detail_caps_the_names_it_lists(harness: Harness) -> None:
+    gateway, _ = await network(harness, status_max_names=2)
+    detail = (await gateway.client.get("/status/nodes/alice.json")).json()
+    names = shown(inventory("alice"))
+    assert detail["models"]["names"] == names["models"][:2]
+    assert detail["models"]["total"] == len(names["models"])
+    assert detail["tags"]["names"] == names["tags"][:2]
+
+
+async def test_an_unsynced_view_falls_back_to_one_shared_registry_read(
+        harness: Harness) -> None:
+    gateway, _ = await network(harness, status_cache_s=60, membership_refresh_s=600)
     board = gateway.api.app.state.status_board
-    gate = asyncio.Event()
-    gate.set()
-
-    async def answer_when_let(node_id: str, _: object) -> NodeReply:
-        await gate.wait()
-        return NodeReply(node_id=node_id, models=["slow-model"], tags=["#slow"])
-
-    await harness.node(gateway, "dora", answer_when_let, **LIVENESS)
-    await gateway.wait_search_sees(4)
-    try:
-        fresh = await status(gateway.client)
-        assert fresh["nodes"]["live"][-1]["models"] == ["slow-model"]
-        gate.clear()  # dora now holds every search until its deadline, a minute away
-
-        async def second_look_pending() -> dict | None:
-            data = await status(gateway.client)
-            return data if board.looks_taken == 2 else None
-
-        stale = await eventually(second_look_pending)
-        # Answered the first look (older than the cache), not held for the second.
-        assert stale["refreshed_s_ago"] >= 0.2
-        assert ([node["node_id"] for node in stale["nodes"]["live"]]
-                == [node["node_id"] for node in fresh["nodes"]["live"]])
-        await status(gateway.client)
-        assert board.looks_taken == 2  # the pending look is shared, not taken again
-    finally:
-        gate.set()
-
-    async def fresh_again() -> bool:
-        return (await status(gateway.client))["refreshed_s_ago"] < 0.2
-
-    await eventually(fresh_again)
+    gateway.api.app.state.gateway.membership.invalidate()  # as after a lost delta
+    answers = await asyncio.gather(*(gateway.client.get("/status.json") for _ in range(20)))
+    assert {answer.status_code for answer in answers} == {200}
+    data = answers[0].json()
+    assert (data["summary"]["source"], data["summary"]["live"]) == ("registry", 3)
+    assert ids(data) == list(DEMO_NODES)
+    # The registry knows when each node was last heard; the view does not.
+    assert all(0 <= row["last_seen_s"] < TTL_S + 1 for row in data["nodes"]["rows"])
+    assert board.registry_list.reads == 1
 
 
 async def test_recent_searches_newest_first_and_bounded(harness: Harness) -> None:
@@ -234,7 +343,8 @@ async def test_recent_searches_newest_first_and_bounded(harness: Harness) -> Non
     for search in recent:
         assert (search["asked"], search["answered"], search["outcome"]) == (3, 3, "ok")
         assert search["latency_ms"] > 0
-    # The page's own searches are not listed.
+    # The page's own searches (a filter by model) are not listed.
+    await status(gateway.client, model="mnist-cnn")
     assert (await status(gateway.client))["recent_searches"] == recent
 
 
@@ -254,11 +364,12 @@ async def test_search_worker_down_is_shown_not_waited_for(harness: Harness) -> N
     joined = await client.post("/join", json={"node-id": "alice",
                                               "node-address": "http://alice:5000"})
     assert joined.status_code == 200, joined.text
-    data = await status(client)
-    assert data["nodes"]["live"][0]["node_id"] == "alice"
-    assert data["nodes"]["live"][0]["models"] is None
+    data = await status(client)  # the table needs no search worker
+    assert ids(data) == ["alice"] and data["summary"]["live"] == 1
     assert data["readiness"]["broker_connected"] and not data["readiness"]["ready"]
-    assert data["inventory"]["error"] == "No search worker is running; try again shortly."
+    data = await status(client, model="mnist-cnn")  # a filter by model does
+    assert ids(data) == []
+    assert data["nodes"]["search"]["error"] == "No search worker is running; try again shortly."
     assert (await client.get("/search-available-models")).status_code == 503
     data = await status(client)
     assert data["recent_searches"][0]["outcome"] == "no_consumer"
@@ -274,10 +385,12 @@ async def test_broker_down_page_and_data_still_answer(harness: Harness) -> None:
     data = response.json()
     assert data["readiness"] == {"ready": False, "broker_connected": False, "consumers": {},
                                  "reason": "the message broker is unreachable"}
-    assert data["nodes"] == {
-        "live": [], "offline": [],
-        "error": "The message broker is unavailable; try again shortly."}
-    assert data["inventory"]["error"] == "The message broker is unavailable; try again shortly."
+    assert (data["summary"]["registered"], data["summary"]["source"]) == (0, "registry")
+    assert data["summary"]["error"] == "The message broker is unavailable; try again shortly."
+    assert data["nodes"]["rows"] == []
+    detail = await client.get("/status/nodes/alice.json")
+    assert (detail.status_code, detail.json()) == (
+        404, {"message": "The message broker is unavailable; try again shortly."})
     assert (await client.get("/")).status_code == 200
 
 
@@ -304,7 +417,7 @@ async def test_page_escapes_its_name_and_serves_its_script(harness: Harness) -> 
 async def test_closed_read_routes_close_the_page(harness: Harness) -> None:
     server = await harness.api(admin_token="s3cret", auth_read_routes=True)
     client = await harness.client(server)
-    for path in ("/", "/status.json"):
+    for path in ("/", "/status.json", "/status/nodes/alice.json"):
         response = await client.get(path)
         assert (response.status_code, response.json()) == (
             401, {"message": "Missing or invalid bearer token."})

@@ -23,6 +23,7 @@ from services.api import admin, errors, routes, status
 from services.api import openapi as doc
 from services.api.errors import JsonResponse
 from services.api.gateway import Gateway
+from services.api.status_board import StatusBoard
 from shared.contracts import LIST_NODES, ListRequest, NodeList
 from shared.errors import GridError
 from shared.logs import request_id
@@ -98,7 +99,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     metrics = CollectorRegistry()
     gateway = Gateway(settings, metrics)
-    board = status.StatusBoard(gateway)
+    board = StatusBoard(gateway)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

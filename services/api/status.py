@@ -1,80 +1,91 @@
-"""The operator status page: ``GET /`` (HTML), ``GET /status.json`` (what it shows).
+"""The operator status page: ``GET /`` (HTML), ``GET /status.json`` and a node's detail.
 
 The page is a static skeleton and one script (``static/status.js``) that polls
-``/status.json`` and re-renders. Viewers never cost a broadcast each: the look
-at the network behind the data (the registry's node list and one search per
-kind of name) is taken at most once per ``status_cache_s`` per API process,
-and viewers who ask while one is being taken share it.
+``/status.json`` and re-renders. ``/status.json`` is bounded whatever the
+network's size: counts, readiness, recent searches and one page of the node
+table (filtered by id, model or tag). A node's models and tags are asked of
+that node alone, when a viewer opens its row (``/status/nodes/{id}.json``).
+What each part costs is in :mod:`services.api.status_board`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import logging
-import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import TypeVar
+from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from services.api import openapi as doc
-from services.api.errors import JsonResponse
-from services.api.gateway import Gateway
+from services.api.errors import ApiError, JsonResponse
 from services.api.routes import require_reader
-from shared.contracts import (
-    LIST_NODES,
-    ListRequest,
-    NodeList,
-    NodeRecord,
-    SearchRequest,
-    SearchResult,
-)
-from shared.errors import GridError
+from services.api.status_board import Inventory, Matches, Nodes, StatusBoard
+from services.api.status_table import TableNode, TableQuery, select
+from shared.contracts import NodeReply
 
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_PATH = "/static/status.js"
-# How long a viewer waits for a new look before it is answered the previous one.
-FRESH_WAIT_S = 1.0
-T = TypeVar("T")
-log = logging.getLogger(__name__)
+NO_STORE = {"Cache-Control": "no-store"}
 
 
-# --- what /status.json answers ------------------------------------------------------
+# --- what the routes answer -----------------------------------------------------------
 
 
-class NodeView(BaseModel):
+class NodeRow(BaseModel):
     node_id: str
     node_address: str
-    # Seconds since the node was last heard (None: never).
+    live: bool
+    # Heard on the bus within the TTL: searches wait for it (None: not known).
+    heard: bool | None
+    # The inventory version the node announces (None: none, or not known).
+    version: str | None
+    bridged: bool
+    # Seconds since the node was last heard: known only when the list came from
+    # the registry (the membership view keeps states, not times).
     last_seen_s: float | None
-    # None: the node did not answer the status page's search (offline, or too slow).
-    models: list[str] | None
-    tags: list[str] | None
-    # How many names the node answered; the lists above hold at most
-    # GRID_STATUS_MAX_NAMES of them (the first by name).
-    models_total: int | None = None
-    tags_total: int | None = None
 
 
-class NodesView(BaseModel):
-    live: list[NodeView]
-    offline: list[NodeView]
-    # Why the registry could not list the nodes (None: it did).
+class SummaryView(BaseModel):
+    registered: int
+    live: int
+    offline: int
+    # Heard on the bus within the TTL (a live node heard only through its join is not).
+    heard: int
+    # Announcing an inventory version (searches may answer for them from the index).
+    versioned: int
+    bridged: int
+    # Where the node list comes from: this API process's membership view, or (while
+    # the view is not in sync) the registry's list, read ``list_age_s`` ago.
+    source: Literal["membership", "registry"]
+    list_age_s: float
+    # Why the node list could not be read (None: it was).
     error: str | None
 
 
-class InventoryView(BaseModel):
-    """The status page's own searches for every live node's models and tags."""
+class FilterSearchView(BaseModel):
+    """The search behind a filter by model or tag."""
 
     asked: int
     answered: int
     error: str | None
+
+
+class TableView(BaseModel):
+    page: int
+    per_page: int
+    pages: int
+    # Nodes that pass the filter, over every page.
+    matching: int
+    node: str | None
+    model: str | None
+    tag: list[str] | None
+    state: str
+    rows: list[NodeRow]
+    search: FilterSearchView | None
 
 
 class ReadinessView(BaseModel):
@@ -100,103 +111,105 @@ class StatusView(BaseModel):
     address: str
     namespace: str
     node_ttl_s: float
-    # How old the node list and inventories are, and how often they are refreshed.
-    refreshed_s_ago: float
+    # How often the page polls.
     refresh_s: float
     readiness: ReadinessView
-    nodes: NodesView
-    inventory: InventoryView
+    summary: SummaryView
+    nodes: TableView
     recent_searches: list[RecentSearch]
 
 
-# --- the shared look at the network --------------------------------------------------
+class NamesView(BaseModel):
+    # The first GRID_STATUS_MAX_NAMES names by name (None: the node did not answer).
+    names: list[str] | None
+    total: int | None
 
 
-@dataclass(frozen=True)
-class Look:
-    """One look at the network; a call that failed holds its error instead."""
-
-    at: float  # time.monotonic() when it was taken
-    nodes: NodeList | GridError
-    models: SearchResult | GridError
-    tags: SearchResult | GridError
-
-
-async def _attempt(call: Awaitable[T]) -> T | GridError:
-    try:
-        return await call
-    except GridError as exc:
-        return exc
+class NodeDetail(BaseModel):
+    node: NodeRow
+    # False: not asked (the node is offline).
+    asked: bool
+    models: NamesView
+    tags: NamesView
+    # Why the lists are missing (None: the node answered both).
+    note: str | None
 
 
-class StatusBoard:
-    """Takes looks at the network for the status page, at most one per ``status_cache_s``."""
+# --- building them --------------------------------------------------------------------
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.settings = gateway.settings
-        self.looks_taken = 0
-        self._last: Look | None = None
-        self._taking: asyncio.Task[Look] | None = None
 
-    async def look(self) -> Look:
-        """The last look if fresh, else a new one (viewers asking meanwhile share it).
+def _row(node: TableNode) -> NodeRow:
+    return NodeRow(node_id=node.node_id, node_address=node.node_address, live=node.live,
+                   heard=node.heard, version=node.version, bridged=node.bridged,
+                   last_seen_s=node.last_seen_s)
 
-        A viewer waits at most ``FRESH_WAIT_S`` for a new look when there is an
-        older one, and gets the older one (the page shows its age) if it is not
-        ready by then: a slow worker never holds the page. Only without any look
-        yet does a viewer wait for the first, within the RPC deadline.
-        """
-        last = self._last
-        if last is not None and time.monotonic() - last.at < self.settings.status_cache_s:
-            return last
-        if self._taking is None:
-            self._taking = asyncio.create_task(self._take())
-            self._taking.add_done_callback(self._taken)
-        taking = self._taking
-        if last is None:
-            # Shielded: a viewer who goes away does not cancel the look others wait for.
-            return await asyncio.shield(taking)
-        await asyncio.wait({taking}, timeout=FRESH_WAIT_S)
-        return self._last or last
 
-    async def _take(self) -> Look:
-        self.looks_taken += 1
-        nodes, models, tags = await asyncio.gather(
-            _attempt(self.gateway.registry(LIST_NODES, ListRequest(include_offline=True),
-                                           NodeList)),
-            _attempt(self._names("list_models")),
-            _attempt(self._names("list_tags")))
-        self._last = Look(time.monotonic(), nodes, models, tags)
-        return self._last
+def _summary(listed: Nodes) -> SummaryView:
+    nodes = listed.nodes
+    live = sum(node.live for node in nodes)
+    return SummaryView(registered=len(nodes), live=live, offline=len(nodes) - live,
+                       heard=sum(bool(node.heard) for node in nodes),
+                       versioned=sum(node.version is not None for node in nodes),
+                       bridged=sum(node.bridged for node in nodes), source=listed.source,
+                       list_age_s=round(listed.age_s, 2), error=listed.error)
 
-    def _taken(self, task: asyncio.Task[Look]) -> None:
-        self._taking = None
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the status page's look at the network failed", exc_info=task.exception())
 
-    async def _names(self, op: str) -> SearchResult:
-        return await self.gateway.search(SearchRequest(op=op, per_node=True), route=None)
+def _table(listed: Nodes, query: TableQuery, matches: Matches) -> TableView:
+    page = select(listed.nodes, query, matches.ids)
+    search = (None if matches.ids is None
+              else FilterSearchView(asked=matches.asked, answered=matches.answered,
+                                    error=matches.error))
+    return TableView(page=query.page, per_page=query.per_page, pages=page.pages,
+                     matching=page.matching, node=query.node, model=query.model,
+                     tag=query.tag, state=query.state, rows=[_row(n) for n in page.rows],
+                     search=search)
 
-    async def close(self) -> None:
-        if self._taking is not None:
-            self._taking.cancel()
 
-    async def view(self, address: str) -> StatusView:
-        look = await self.look()
+def _names(reply: NodeReply | None, field: str, limit: int) -> NamesView:
+    if reply is None:
+        return NamesView(names=None, total=None)
+    names = sorted(set(getattr(reply, field) or ()))
+    return NamesView(names=names[:limit], total=len(names))
+
+
+def _detail(node: TableNode, inventory: Inventory | None, limit: int) -> NodeDetail:
+    if inventory is None:
+        return NodeDetail(node=_row(node), asked=False, models=_names(None, "", 0),
+                          tags=_names(None, "", 0), note="Offline: not asked.")
+    note = inventory.error
+    if note is None and (inventory.models is None or inventory.tags is None):
+        note = "The node did not answer in time."
+    return NodeDetail(node=_row(node), asked=True,
+                      models=_names(inventory.models, "models", limit),
+                      tags=_names(inventory.tags, "tags", limit), note=note)
+
+
+class StatusPage:
+    """The routes' answers, from the board."""
+
+    def __init__(self, board: StatusBoard) -> None:
+        self.board = board
+        self.gateway = board.gateway
+        self.settings = board.settings
+
+    async def view(self, address: str, query: TableQuery) -> StatusView:
+        listed, matches = await asyncio.gather(self.board.nodes(), self.board.matches(query))
         settings = self.settings
         return StatusView(
             name=settings.gateway_name or settings.namespace,
             address=settings.gateway_address or address,
-            namespace=settings.namespace,
-            node_ttl_s=settings.node_ttl_s,
-            refreshed_s_ago=round(time.monotonic() - look.at, 2),
-            refresh_s=settings.status_cache_s,
-            readiness=self._readiness(),
-            nodes=_nodes_view(look, settings.status_max_names),
-            inventory=_inventory_view(look),
-            recent_searches=self._recent(),
-        )
+            namespace=settings.namespace, node_ttl_s=settings.node_ttl_s,
+            refresh_s=settings.status_cache_s, readiness=self._readiness(),
+            summary=_summary(listed), nodes=_table(listed, query, matches),
+            recent_searches=self._recent())
+
+    async def detail(self, node_id: str) -> NodeDetail:
+        listed = await self.board.nodes()
+        node = next((node for node in listed.nodes if node.node_id == node_id), None)
+        if node is None:
+            raise ApiError(404, listed.error or "No node with this id is registered.")
+        inventory = await self.board.inventory(node_id) if node.live else None
+        return _detail(node, inventory, self.settings.status_max_names)
 
     def _readiness(self) -> ReadinessView:
         reason = self.gateway.readiness()
@@ -212,48 +225,6 @@ class StatusBoard:
                 for record in reversed(self.gateway.recent_searches)]
 
 
-def _nodes_view(look: Look, limit: int) -> NodesView:
-    if isinstance(look.nodes, GridError):
-        return NodesView(live=[], offline=[], error=look.nodes.message)
-    age = time.monotonic() - look.at
-    nodes = sorted(look.nodes.nodes, key=lambda node: node.node_id)
-    return NodesView(live=[_node_view(node, look, age, limit) for node in nodes if node.live],
-                     offline=[_node_view(node, look, age, limit)
-                              for node in nodes if not node.live],
-                     error=None)
-
-
-def _node_view(node: NodeRecord, look: Look, age: float, limit: int) -> NodeView:
-    def names(result: SearchResult | GridError) -> list[str] | None:
-        if not node.live or isinstance(result, GridError):
-            return None
-        return result.by_node.get(node.node_id)
-
-    seen = None if node.heartbeat_age_s is None else round(node.heartbeat_age_s + age, 1)
-    models, tags = names(look.models), names(look.tags)
-    return NodeView(node_id=node.node_id, node_address=node.node_address, last_seen_s=seen,
-                    models=_first(models, limit), tags=_first(tags, limit),
-                    models_total=_total(models), tags_total=_total(tags))
-
-
-def _first(names: list[str] | None, limit: int) -> list[str] | None:
-    """At most ``limit`` names: one node with a huge inventory must not swell the page."""
-    return names if names is None or len(names) <= limit else names[:limit]
-
-
-def _total(names: list[str] | None) -> int | None:
-    return None if names is None else len(names)
-
-
-def _inventory_view(look: Look) -> InventoryView:
-    results = [look.models, look.tags]
-    errors = [result.message for result in results if isinstance(result, GridError)]
-    answers = [result for result in results if not isinstance(result, GridError)]
-    return InventoryView(asked=max((result.asked for result in answers), default=0),
-                         answered=min((result.answered for result in answers), default=0),
-                         error=errors[0] if errors else None)
-
-
 # --- routes ----------------------------------------------------------------------
 
 
@@ -267,10 +238,30 @@ def request_address(request: Request, limit: int = 256) -> str:
     return f"{scheme}://{host or 'localhost'}"[:limit]
 
 
+TABLE_PARAMETERS = [
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000,
+                                                  "default": 1}},
+    {"name": "per_page", "in": "query",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+    {"name": "node", "in": "query", "description": "Part of the node id (any case).",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+    {"name": "model", "in": "query", "description": "Only nodes hosting this model.",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 512}},
+    {"name": "tag", "in": "query", "description": "Only nodes holding data with every tag "
+     "given (repeat the parameter for several).",
+     "schema": {"type": "array", "minItems": 1, "maxItems": 16,
+                "items": {"type": "string", "minLength": 1, "maxLength": 512}},
+     "style": "form", "explode": True},
+    {"name": "state", "in": "query",
+     "schema": {"type": "string", "enum": ["all", "live", "offline"], "default": "all"}},
+]
+
+
 def mount(app: FastAPI, board: StatusBoard) -> None:
-    """Serve the page, its data route and its script on ``app``."""
+    """Serve the page, its data routes and its script on ``app``."""
     page = Template((STATIC / "status.html").read_text(encoding="utf-8"))
     script = (STATIC / "status.js").read_bytes()
+    status = StatusPage(board)
     router = APIRouter(tags=["status"], dependencies=[Depends(require_reader)],
                        responses={401: doc.READ_UNAUTHORIZED})
 
@@ -284,17 +275,33 @@ def mount(app: FastAPI, board: StatusBoard) -> None:
             name=html.escape(settings.gateway_name or settings.namespace),
             address=html.escape(settings.gateway_address or request_address(request)),
             script=SCRIPT_PATH)
-        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(body, headers=NO_STORE)
 
-    @router.get("/status.json", summary="What the status page shows: nodes, their models "
-                "and tags, readiness, recent searches.",
+    @router.get("/status.json", summary="What the status page shows: counts, readiness, "
+                "recent searches and one page of the node table.",
                 # Documents the body as StatusView (the route answers its own JsonResponse).
                 response_model=StatusView, response_class=JSONResponse,
+                openapi_extra={"parameters": TABLE_PARAMETERS},
+                responses={400: doc.error(
+                    "A query parameter is wrong, or unknown (the message names it).",
+                    "Invalid query parameter 'per_page': Input should be less than or equal "
+                    "to 200.")},
                 response_description="The gateway's status; never a 5xx: a part that could "
                                      "not be read says why.")
     async def status_data(request: Request) -> JsonResponse:
-        view = await board.view(request_address(request))
-        return JsonResponse(view.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
+        query = TableQuery.parse(request.query_params.multi_items())
+        view = await status.view(request_address(request), query)
+        return JsonResponse(view.model_dump(mode="json"), headers=NO_STORE)
+
+    @router.get("/status/nodes/{node_id}.json",
+                summary="One node's detail: its state, and its models and tags as it answers "
+                        "(asked of that node alone).",
+                response_model=NodeDetail, response_class=JSONResponse,
+                responses={404: doc.error("No node with this id is registered.",
+                                          "No node with this id is registered.")})
+    async def node_detail(node_id: str) -> JsonResponse:
+        detail = await status.detail(node_id)
+        return JsonResponse(detail.model_dump(mode="json"), headers=NO_STORE)
 
     @app.get(SCRIPT_PATH, include_in_schema=False)
     async def status_script() -> Response:
@@ -302,3 +309,4 @@ def mount(app: FastAPI, board: StatusBoard) -> None:
                         headers={"Cache-Control": "no-cache"})
 
     app.include_router(router)
+
