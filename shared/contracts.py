@@ -243,15 +243,16 @@ class SearchRequest(NodeQuery):
     Only the :class:`NodeQuery` part is broadcast to the nodes.
     """
 
-    # list_models / list_tags: also answer each node's own names (the status page).
-    per_node: bool = False
+    # Ask only these live nodes (None: every one), and for list_models / list_tags answer
+    # each node's own names too (the status page's detail of a node).
+    nodes: list[NodeId] | None = Field(default=None, max_length=100)
 
     def node_query(self) -> dict:
         """The broadcast body: the query without the gateway-side options."""
-        return self.model_dump(mode="json", exclude={"per_node"})
+        return self.model_dump(mode="json", exclude={"nodes"})
 
     def key(self) -> tuple:
-        return (*super().key(), self.per_node)
+        return (*super().key(), None if self.nodes is None else tuple(sorted(set(self.nodes))))
 
 
 class EncryptedModelHosts(Contract):
@@ -298,7 +299,7 @@ class SearchResult(Contract):
     encrypted: EncryptedModelHosts | None = None
     # encrypted_model: every hosting node, sorted by id (the first is host / encrypted)
     hosts: list[EncryptedHost] = []
-    # list_models / list_tags asked per_node: each answering node's own names, sorted
+    # list_models / list_tags asked of given nodes: each answering node's own names, sorted
     by_node: dict[str, list[str]] = {}
     # Answered from a cache, without asking the nodes again.
     cached: bool = False

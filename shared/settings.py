@@ -237,8 +237,6 @@ class ApiSettings(CachingSettings):
     # The most models (and tags) of one node that its detail on the page lists; the
     # rest are counted.
     status_max_names: int = Field(default=100, ge=1)
-    # How long the page's detail of one node waits for that node's lists.
-    status_detail_timeout_s: float = Field(default=2.0, gt=0)
     # API processes serving one port (uvicorn workers), each with its own
     # broker connection and reply queue.
     api_workers: int = Field(default=1, ge=1)

@@ -311,7 +311,7 @@ async def test_flooding_node_is_counted_once(harness: Harness, network: Gateway,
     await eventually(extra_replies_dropped)
 
 
-async def test_per_node_detail_names_each_node_and_is_not_broadcast(
+async def test_a_search_for_given_nodes_names_each_node_and_is_not_broadcast(
         harness: Harness, network: Gateway, amqp_url: str) -> None:
     await harness.node(network, "spy",
                        lambda node_id, _: NodeReply(node_id=node_id, models=["spy", "spy"]))
@@ -322,14 +322,16 @@ async def test_per_node_detail_names_each_node_and_is_not_broadcast(
         channel = await connection.channel()
         tap = await channel.declare_queue(exclusive=True, auto_delete=True)
         await tap.bind(worker.names.broadcast_exchange)
-        result = await worker.registry.call(worker.names.search_queue, SEARCH,
-                                            SearchRequest(op="list_models", per_node=True),
-                                            SearchResult, 5)
-        broadcast = await tap.get(timeout=5)
-    assert result.by_node["spy"] == ["spy"]
-    assert result.by_node["alice"] == ["mnist-cnn", "toy-linear"]
-    assert set(result.by_node) == {"alice", "bob", "carol", "spy"}
-    assert codec.loads(broadcast.body) == {"op": "list_models", "model_id": None, "tags": None}
+        result = await worker.registry.call(
+            worker.names.search_queue, SEARCH,
+            SearchRequest(op="list_models", nodes=["spy", "alice", "nobody"]), SearchResult, 5)
+        # Asked on their own queues: the broker routed nothing to the broadcast exchange.
+        assert await tap.get(fail=False) is None
     plain = await worker.registry.call(worker.names.search_queue, SEARCH,
                                        SearchRequest(op="list_models"), SearchResult, 5)
-    assert plain.by_node == {} and plain.names == result.names
+    assert result.by_node == {"spy": ["spy"], "alice": ["mnist-cnn", "toy-linear"]}
+    assert (result.asked, result.answered) == (2, 2)  # "nobody" is no live node
+    assert plain.by_node == {} and set(result.names) < set(plain.names)
+    # What reaches a node is the NodeQuery alone.
+    assert SearchRequest(op="list_models", nodes=["spy"]).node_query() == {
+        "op": "list_models", "model_id": None, "tags": None}

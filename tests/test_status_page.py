@@ -275,7 +275,8 @@ async def test_a_wrong_parameter_is_a_400_that_names_it(harness: Harness, query:
     assert (response.status_code, response.json()) == (400, {"message": message})
 
 
-async def test_detail_asks_that_node_alone(harness: Harness) -> None:
+async def test_detail_is_known_from_the_index_or_asked_of_that_node_alone(
+        harness: Harness) -> None:
     gateway, nodes = await network(harness)
     await index_settled(gateway)
     before = {name: node.queries_answered for name, node in nodes.items()}
@@ -288,7 +289,13 @@ async def test_detail_asks_that_node_alone(harness: Harness) -> None:
     assert detail["models"]["total"] == len(shown(inventory("alice"))["models"])
     assert detail["note"] is None
     after = {name: node.queries_answered for name, node in nodes.items()}
-    assert after == {**before, "alice": before["alice"] + 2}  # list_models, list_tags
+    assert after == before  # the search worker's index knew alice's lists: nobody asked
+    await nodes["alice"].set_version(None)  # unversioned: the index no longer answers for her
+    await eventually(lambda: _unversioned(gateway, "alice"))
+    again = (await gateway.client.get("/status/nodes/alice.json")).json()
+    assert again["models"] == detail["models"] and again["tags"] == detail["tags"]
+    final = {name: node.queries_answered for name, node in nodes.items()}
+    assert final == {**after, "alice": after["alice"] + 2}  # list_models, list_tags
 
     missing = await gateway.client.get("/status/nodes/nobody.json")
     assert (missing.status_code, missing.json()) == (
@@ -423,3 +430,8 @@ async def test_closed_read_routes_close_the_page(harness: Harness) -> None:
             401, {"message": "Missing or invalid bearer token."})
     allowed = await client.get("/", headers={"Authorization": "Bearer s3cret"})
     assert allowed.status_code == 200
+
+
+async def _unversioned(gateway, node_id: str) -> bool:
+    return all(search.membership.versions.get(node_id, "") is None
+               for search in gateway.searches)

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
 from services.api.live_nodes import LiveNodes
-from services.api.node_query import NodeAsker
 from shared.answers import AnswerCache
 from shared.bus import Bus
 from shared.contracts import SEARCH, NodeQuery, SearchResult
@@ -68,8 +67,6 @@ class Gateway:
         self.near = (AnswerCache(self.membership, settings.search_cache_entries)
                      if settings.search_cache else None)
         self.live = LiveNodes(self.membership, self.feed, settings.n_replica)
-        # One node asked on its own queue (the status page's detail of a node).
-        self.nodes = NodeAsker(self.bus, self.names, self.membership)
         self.consumers: dict[str, int] = {}
         # Counts seen on a lost connection say nothing about the next one: until
         # the watch has counted again, /readyz is not ready.
@@ -101,7 +98,6 @@ class Gateway:
         for queue in self.names.work_queues():
             await declare_work_queue(channel, self.names, queue, self.settings.queue_type)
         await self.rpc.start()
-        await self.nodes.start()
         await self.feed.start()
         log.info("connected to the message broker")
         await self._watch_consumers(channel)

@@ -25,7 +25,6 @@ from services.api.errors import ApiError, JsonResponse
 from services.api.routes import require_reader
 from services.api.status_board import Inventory, Matches, Nodes, StatusBoard
 from services.api.status_table import TableNode, TableQuery, select
-from shared.contracts import NodeReply
 
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_PATH = "/static/status.js"
@@ -165,23 +164,22 @@ def _table(listed: Nodes, query: TableQuery, matches: Matches) -> TableView:
                      search=search)
 
 
-def _names(reply: NodeReply | None, field: str, limit: int) -> NamesView:
-    if reply is None:
+def _names(names: list[str] | None, limit: int) -> NamesView:
+    if names is None:
         return NamesView(names=None, total=None)
-    names = sorted(set(getattr(reply, field) or ()))
     return NamesView(names=names[:limit], total=len(names))
 
 
 def _detail(node: TableNode, inventory: Inventory | None, limit: int) -> NodeDetail:
     if inventory is None:
-        return NodeDetail(node=_row(node), asked=False, models=_names(None, "", 0),
-                          tags=_names(None, "", 0), note="Offline: not asked.")
+        return NodeDetail(node=_row(node), asked=False, models=_names(None, 0),
+                          tags=_names(None, 0), note="Offline: not asked.")
     note = inventory.error
     if note is None and (inventory.models is None or inventory.tags is None):
         note = "The node did not answer in time."
     return NodeDetail(node=_row(node), asked=True,
-                      models=_names(inventory.models, "models", limit),
-                      tags=_names(inventory.tags, "tags", limit), note=note)
+                      models=_names(inventory.models, limit),
+                      tags=_names(inventory.tags, limit), note=note)
 
 
 class StatusPage:

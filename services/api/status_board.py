@@ -8,8 +8,10 @@
 - A filter by model or tag is a ``has_model`` / ``search_tags`` search, as
   ``/search-model`` and ``/search`` make: answered from the API's and the
   search worker's caches and the worker's index while nothing changed.
-- A node's models and tags are asked of that node alone, when a viewer asks
-  for its detail (:mod:`services.api.node_query`).
+- A node's models and tags are a ``list_models`` / ``list_tags`` search for
+  that node alone (``SearchRequest.nodes``), made when a viewer opens its
+  detail: the search worker's index answers it for a node it has indexed, else
+  the worker asks that node on its own queue.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from services.api.status_table import (
     from_membership,
     from_registry,
 )
-from shared.contracts import LIST_NODES, ListRequest, NodeList, NodeQuery, NodeReply
+from shared.contracts import LIST_NODES, ListRequest, NodeList, NodeQuery, SearchRequest
 from shared.errors import GridError
 
 # How long a viewer waits for a new registry list before it is answered the previous one.
@@ -108,10 +110,10 @@ class Matches:
 
 @dataclass(frozen=True)
 class Inventory:
-    """One node's models and tags as it answered (None: no answer)."""
+    """One node's models and tags, sorted (None: no answer)."""
 
-    models: NodeReply | None
-    tags: NodeReply | None
+    models: list[str] | None
+    tags: list[str] | None
     error: str | None
 
 
@@ -152,15 +154,14 @@ class StatusBoard:
                        answered=min(r.answered for r in results))
 
     async def inventory(self, node_id: str) -> Inventory:
-        """Ask the node alone for its models and its tags."""
-        timeout = self.settings.status_detail_timeout_s
-        asked = await asyncio.gather(
-            *(attempt(self.gateway.nodes.ask(node_id, NodeQuery(op=op), timeout))
+        """The node's models and its tags: a search for that node alone, of each list."""
+        answers = await asyncio.gather(
+            *(attempt(self.gateway.search(SearchRequest(op=op, nodes=[node_id]), route=None))
               for op in ("list_models", "list_tags")))
-        errors = [reply.message for reply in asked if isinstance(reply, GridError)]
+        errors = [answer.message for answer in answers if isinstance(answer, GridError)]
         if errors:
             return Inventory(None, None, errors[0])
-        models, tags = asked
+        models, tags = (answer.by_node.get(node_id) for answer in answers)
         return Inventory(models, tags, None)
 
     async def close(self) -> None:

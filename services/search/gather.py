@@ -73,7 +73,7 @@ def aggregate(query: NodeQuery, gather: Gather) -> SearchResult:
         field = "models" if query.op == "list_models" else "tags"
         names = {name for reply in replies.values() for name in (getattr(reply, field) or ())}
         by_node = {}
-        if isinstance(query, SearchRequest) and query.per_node:
+        if isinstance(query, SearchRequest) and query.nodes is not None:
             by_node = {node_id: sorted(set(getattr(reply, field) or ()))
                        for node_id, reply in replies.items()}
         return SearchResult(**counts, names=sorted(names), by_node=by_node)

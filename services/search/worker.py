@@ -68,6 +68,14 @@ INDEX_RETRY_MAX_S = 30.0
 LATE_LISTS_KEPT = 64
 
 
+def _asked_of(query: SearchRequest, view: MembershipView) -> dict[str, str]:
+    """The live nodes a search is for: every one, or those it names."""
+    if query.nodes is None:
+        return view.expected
+    return {node_id: view.expected[node_id] for node_id in query.nodes
+            if node_id in view.expected}
+
+
 def index_retry_s(last_s: float | None, left: int, before: int, changed: bool) -> float | None:
     """The pause before the next index pass: None when nothing is left to index;
     ``INDEX_RETRY_S`` after a change or a pass that indexed someone; else twice the last."""
@@ -202,8 +210,9 @@ class SearchWorker:
                               use_index: bool = True) -> SearchResult:
         """Ask the nodes whose answer is open (every live node without ``use_index``)."""
         view = self.membership.view()  # the one view this search sees, taken once
-        split = self._split(query, view, use_index)
-        gather = Gather(view.expected, split.known)
+        expected = _asked_of(query, view)
+        split = self._split(query, expected, view, use_index)
+        gather = Gather(expected, split.known)
         if split.ask:
             await self._ask_within_budget(query, gather, split.ask, view, context)
         result = aggregate(query, gather)
@@ -212,11 +221,12 @@ class SearchWorker:
         self._learn(query, gather)
         return self._keep(query, view, gather, result)
 
-    def _split(self, query: SearchRequest, view: MembershipView, use_index: bool) -> Split:
+    def _split(self, query: SearchRequest, expected: dict[str, str], view: MembershipView,
+               use_index: bool) -> Split:
         """The answers the index already knows, and the nodes to ask."""
         if use_index and self.index is not None:
-            return self.index.split(query, view.expected, view.versions)
-        return Split({}, view.expected)
+            return self.index.split(query, expected, view.versions)
+        return Split({}, expected)
 
     async def _ask_within_budget(self, query: SearchRequest, gather: Gather, ask: dict[str, str],
                                  view: MembershipView, context: RequestContext) -> None:
@@ -300,14 +310,13 @@ class SearchWorker:
         self.metrics.searches.labels(query.op).observe(time.perf_counter() - started)
 
     def _direct(self, gather: Gather, ask: dict[str, str], view: MembershipView) -> bool:
-        """Few nodes, each with a queue of its own (it announces a version): to each queue.
+        """Few nodes (or the nodes a search names), each with a queue of its own: to each queue.
 
-        A node without a version may be one a bridge speaks for, which has no
-        queue of its own and hears only broadcasts.
+        A node a bridge speaks for has no queue of its own and hears only broadcasts.
         """
-        versions = view.versions
-        return (len(ask) <= DIRECT_SHARE * len(gather.expected)
-                and all(versions.get(node_id) is not None for node_id in ask))
+        few = (len(ask) <= DIRECT_SHARE * len(view.expected)
+               or len(gather.expected) < len(view.expected))
+        return few and all(self.membership.speaks_for_itself(node_id) for node_id in ask)
 
     def _observe(self, query: SearchRequest, result: SearchResult) -> None:
         self.metrics.nodes.labels("asked").inc(result.asked)
