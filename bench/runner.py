@@ -128,9 +128,12 @@ async def start_stack(session: Session, scenario: Scenario) -> LocalStack:
         await stack.stop()
         raise
     session.meta.setdefault("join_s", {})[scenario.label] = round(stack.fleet_start_s, 2)
+    session.meta.setdefault("join_cpu_s", {})[scenario.label] = stack.join_cpu_s
+    spent = ", ".join(f"{name} {seconds:g}" for name, seconds in stack.join_cpu_s.items())
     session.progress.done(
         f"[{scenario.label}] ready in {time.perf_counter() - started:.1f} s "
-        f"(namespace {stack.namespace}; fleet joined in {stack.fleet_start_s:.1f} s)")
+        f"(namespace {stack.namespace}; fleet joined in {stack.fleet_start_s:.1f} s; "
+        f"CPU s while joining: {spent})")
     return stack
 
 

@@ -20,9 +20,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from bench import cpu, procs
 from bench import inventory as inv
-from bench import procs
 from bench.http import RawClient
 from shared.bus import Bus
 from shared.settings import BaseGridSettings, split_amqp_urls
@@ -102,6 +103,13 @@ def starting_at(env: dict[str, str], first: int) -> dict[str, str]:
     return {**env, "AMQP_URL": ",".join(urls[first:] + urls[:first])}
 
 
+def _spent(before: cpu.Snapshot, after: cpu.Snapshot) -> dict[str, float]:
+    """CPU seconds of each group between two snapshots (a process started since: all of it)."""
+    return {name: round(sum(value - before.get(name, {}).get(pid, 0.0)
+                            for pid, value in pids.items()), 2)
+            for name, pids in after.items()}
+
+
 @dataclass
 class LocalStack:
     config: StackConfig
@@ -109,6 +117,9 @@ class LocalStack:
     children: list[procs.Child] = field(default_factory=list)
     url: str = ""
     fleet_start_s: float = 0.0
+    # CPU seconds each group spent while the fleet joined (the join storm), "machine" the
+    # machine's busy time: where a join storm's time goes.
+    join_cpu_s: dict[str, float] = field(default_factory=dict)
     kept_logs: Path | None = None
     _dir: Path | None = None
     _failed: bool = False
@@ -161,6 +172,7 @@ class LocalStack:
     async def _start_fleet(self, env: dict[str, str]) -> None:
         assert self._dir is not None
         hung = self.config.hung_indices()
+        before = cpu.snapshot(self._cpu_groups())
         fleet = []
         for process, (first, count) in enumerate(self.config.fleet_split()):
             mine = [str(i) for i in hung if first <= i < first + count]
@@ -177,6 +189,12 @@ class LocalStack:
         timeout = self.config.ready_timeout_s + 0.1 * self.config.nodes
         await asyncio.gather(*(fleet_ready(child, timeout) for child in fleet))
         self.fleet_start_s = time.perf_counter() - started
+        self.join_cpu_s = _spent(before, cpu.snapshot(self._cpu_groups()))
+
+    def _cpu_groups(self) -> dict[str, list[int]]:
+        brokers = [pid for url in split_amqp_urls(self.config.amqp_url)
+                   for pid in cpu.broker_pids(urlsplit(url).port or 5672)]
+        return {**self.pid_groups(), "broker": brokers}
 
     def _fleet_options(self) -> list[str]:
         config = self.config

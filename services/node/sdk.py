@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 from aio_pika.abc import AbstractQueue
@@ -61,10 +61,13 @@ HEARTBEAT_HEADER = "X-Grid-Heartbeat-S"
 ANNOUNCE_RETRY_S = 0.5
 
 
-def asked_cadence(headers: httpx.Headers) -> float | None:
-    """The heartbeat interval a join answer asks for (None: not said, or not a number)."""
+def asked_cadence(headers: Mapping[str, str]) -> float | None:
+    """The heartbeat interval a join answer asks for (None: not said, or not a number).
+
+    ``headers``: httpx's (any case), or a plain mapping with lower-case names.
+    """
     try:
-        interval = float(headers.get(HEARTBEAT_HEADER, ""))
+        interval = float(headers.get(HEARTBEAT_HEADER.lower(), ""))
     except ValueError:
         return None
     return interval if 0.05 <= interval <= 3600 else None
