@@ -4,7 +4,7 @@ One policy, used twice: by the search worker, and by each API process in front
 of it (which then answers a repeated search without a round trip to the worker).
 
 - A search takes one :class:`~shared.membership.MembershipView` before it asks
-  anyone (:meth:`AnswerCache.lookup` hands it back).
+  anyone, and uses it throughout: to look up, to ask, and to keep.
 - Its answer may be kept only when it names the state it holds for
   (``SearchResult.state``): the search worker names the digest of its view when
   every node it asked answered, each from the inventory version it announced
@@ -30,9 +30,8 @@ from shared.membership import Membership, MembershipView
 
 @dataclass(frozen=True)
 class Lookup:
-    """A look-up's outcome, and the view it was made at (hand it to :meth:`AnswerCache.keep`)."""
+    """A look-up's outcome."""
 
-    view: MembershipView
     answer: SearchResult | None
     outcome: str  # "hit", "miss", or "uncacheable" (the view may not be cached now)
 
@@ -49,19 +48,18 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def lookup(self, key: tuple) -> Lookup:
-        """The answer kept for ``key`` at the view now, marked cached, if there is one."""
-        view = self.membership.view()
+    def lookup(self, key: tuple, view: MembershipView) -> Lookup:
+        """The answer kept for ``key`` at ``view`` (the search's own), marked cached, if any."""
         if not view.cacheable:
-            return Lookup(view, None, "uncacheable")
+            return Lookup(None, "uncacheable")
         if view.generation != self.generation:
             self._renew(view.generation)
-            return Lookup(view, None, "miss")
+            return Lookup(None, "miss")
         answer = self._answers.get(key)
         if answer is None:
-            return Lookup(view, None, "miss")
+            return Lookup(None, "miss")
         self._answers.move_to_end(key)
-        return Lookup(view, answer, "hit")
+        return Lookup(answer, "hit")
 
     def keep(self, key: tuple, taken: MembershipView, result: SearchResult) -> None:
         """Keep ``result`` if it holds for ``taken`` and nothing changed since it was taken."""

@@ -146,7 +146,7 @@ class Bus:
     async def consume_raw(self, queue: str, handler: RawHandler) -> str:
         """Consume ``queue`` on ``fast`` without acks, handing aiormq's messages to ``handler``.
 
-        For the busiest consumers (node queries, node replies, RPC replies): aio-pika
+        For a node's queue (the node SDK), the busiest consumer a node has: aio-pika
         builds a message object and a second task per delivery, the largest cost of
         such a consumer. The subscription is renewed whenever the channel reopens.
         Returns the consumer tag.
@@ -162,7 +162,8 @@ class Bus:
         With the reader fast path the frame reader parses each delivery and
         calls ``handler`` itself (:mod:`shared.frames`): no pamqp objects, no
         channel queue, no task per message; for the reply queues, where a search
-        reads hundreds of replies. Without it, aio-pika's own consumer serves it.
+        reads hundreds of replies, and the liveness owner's heartbeats. Without it,
+        aio-pika's own consumer serves it.
         """
         if "reader" not in self.settings.fast_paths:
             return await self._consume_stock(queue, handler)

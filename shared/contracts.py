@@ -74,7 +74,7 @@ class Done(Contract):
 
 
 class ListRequest(Contract):
-    # False: only live nodes. True: every registered node (the search worker's bootstrap).
+    # False: only live nodes. True: every registered node, offline ones too.
     include_offline: bool = False
 
 
@@ -82,7 +82,8 @@ class NodeRecord(Contract):
     node_id: str
     node_address: str
     live: bool
-    # Seconds since the node was last heard on the bus (None: never).
+    # Seconds since the node was last heard on the bus (None: not heard, or not known to
+    # the registry worker that answered: only the liveness owner keeps heartbeat times).
     heartbeat_age_s: float | None = None
     # Enrolled as bridged: in secure mode an HTTP bridge may answer for it.
     bridged: bool = False
@@ -218,7 +219,7 @@ QueryOp = Literal["list_models", "list_tags", "has_model", "encrypted_model", "s
 
 
 class NodeQuery(Contract):
-    """One broadcast to every node; also the search worker's request body."""
+    """One query to the nodes (what a node receives); the API's search, as ``SearchRequest``."""
 
     op: QueryOp
     model_id: ModelId | None = None
@@ -304,5 +305,5 @@ class SearchResult(Contract):
     # Answered from a cache, without asking the nodes again.
     cached: bool = False
     # Set on an answer that may be cached: the digest of the network it holds for
-    # (Membership.state: live nodes, addresses, versions); None: do not cache it.
+    # (MembershipView.digest: heard nodes, addresses, versions); None: do not cache it.
     state: str | None = None

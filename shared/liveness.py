@@ -18,7 +18,6 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from shared import codec
-from shared.auth import SpeakerCheck
 from shared.bus import Bus
 from shared.contracts import Heartbeat, MembershipDelta, MembershipEvent
 from shared.errors import InvalidRequest
@@ -71,7 +70,6 @@ class Expiry:
 
 
 EventHandler = Callable[[MembershipEvent], Awaitable[None] | None]
-HeartbeatHandler = Callable[[Heartbeat], None]
 
 
 async def find_events(bus: Bus, channel: AbstractChannel, names: Names) -> AbstractExchange:
@@ -85,38 +83,19 @@ async def find_events(bus: Bus, channel: AbstractChannel, names: Names) -> Abstr
     return await declare_events(channel, names)
 
 
-async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler,
-                           on_heartbeat: HeartbeatHandler | None = None,
-                           speakers: SpeakerCheck | None = None) -> None:
-    """Follow membership events (and heartbeats, with ``on_heartbeat``) through a private,
-    auto-deleted queue.
-
-    In secure mode (``GRID_NODE_AUTH``), a heartbeat counts only when the
-    broker-validated ``user_id`` of the message is the node's id (each node has
-    its own broker user), or a bridge's user for a bridged node (``speakers``).
-    """
-    speakers = speakers or SpeakerCheck(bus.settings)
+async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler) -> None:
+    """Follow membership events (``node.*``: joined, left, online, offline) through a private,
+    auto-deleted queue. Heartbeats are the liveness owner's alone (``<ns>.liveness``)."""
     channel = await bus.channel(prefetch=256)
     exchange = await find_events(bus, channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    # "#", not "*": node ids may contain dots, which split routing-key words.
-    if on_heartbeat is not None:
-        await queue.bind(exchange, routing_key=HEARTBEAT_KEY.format(node_id="#"))
     await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         try:
-            if message.routing_key and message.routing_key.startswith("heartbeat."):
-                beat = codec.decode(Heartbeat, message.body)
-                if not speakers.may_speak_for(message.user_id, beat.node_id):
-                    log.warning("ignored a heartbeat from another user",
-                                extra={"node_id": beat.node_id, "user_id": message.user_id})
-                    return
-                on_heartbeat(beat)
-            else:
-                result = on_event(codec.decode(MembershipEvent, message.body))
-                if result is not None:
-                    await result
+            result = on_event(codec.decode(MembershipEvent, message.body))
+            if result is not None:
+                await result
         except InvalidRequest as exc:
             log.warning("ignored a malformed event", extra={"error": exc.message})
 

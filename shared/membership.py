@@ -31,6 +31,8 @@ class MembershipView:
     """What a search sees, taken once: do not modify the dicts.
 
     ``expected``: the nodes heard on the bus within the TTL (id -> address).
+    ``own``: those of them heard on their own (not only through a bridge): each
+    has a queue of its own.
     ``digest``: a digest of expected nodes, addresses and versions that two
     processes at the same delta agree on; None while a node announces no version
     or while the view is unsynced (nothing may be cached then). Computed on first
@@ -41,6 +43,7 @@ class MembershipView:
     expected: dict[str, str]
     versions: dict[str, str | None]
     synced: bool = True
+    own: frozenset[str] = frozenset()
 
     @cached_property
     def digest(self) -> str | None:
@@ -62,9 +65,11 @@ def digest_of(expected: dict[str, str], versions: dict[str, str | None]) -> str:
 class Membership:
     """Registered nodes and their states, as of delta ``seq`` of the owner's ``epoch``.
 
-    ``generation`` moves on with every change to what a search sees (the heard
-    nodes, their addresses and versions) and with every loss of sync; an
-    answer computed at one generation is still right at the same generation.
+    ``generation`` moves on with every change of a heard node's state (what a
+    search sees: the heard nodes, their addresses, versions and whether they
+    speak for themselves), of the live list or of an address, and with every
+    loss of sync; an answer computed at one generation is still right at the
+    same generation.
     ``live_generation`` moves on with every change to the live list
     (``/connected-nodes``, host choices).
     """
@@ -197,7 +202,8 @@ class Membership:
         expected = {node_id: state.node_address for node_id, state in self.nodes.items()
                     if state.heard}
         versions = {node_id: self.nodes[node_id].version for node_id in expected}
-        return MembershipView(self.generation, expected, versions, self.synced)
+        own = frozenset(node_id for node_id in expected if self.nodes[node_id].own)
+        return MembershipView(self.generation, expected, versions, self.synced, own)
 
     def _put(self, node_id: str, state: NodeState | None) -> None:
         old = self.nodes.get(node_id)

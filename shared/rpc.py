@@ -1,7 +1,7 @@
 """Request/reply over RabbitMQ: one client per process, one server per work queue.
 
 Wire format: a request carries ``type`` (the operation), ``correlation_id``,
-``reply_to``, an ``expiration`` equal to its deadline and the deadline itself
+``reply_to``, an ``expiration`` equal to its timeout (the time it has left) and its deadline
 in the ``x-deadline-ms`` header (milliseconds since the epoch). The reply body is
 ``{"result": {...}}`` or ``{"error": {"type": ..., "message": ...}}``.
 """

@@ -191,10 +191,11 @@ class BaseGridSettings(BaseSettings):
 
 
 class MembershipSettings(BaseGridSettings):
-    """What the processes that follow the membership share (API, search worker, bridge)."""
+    """What the processes that follow the membership share (API, search and registry
+    workers, bridge)."""
 
-    # How often the node list is re-read from the registry, to heal any
-    # membership event missed.
+    # How often a membership snapshot is read from the registry, to heal a delta missed
+    # without a gap seen (a gap is healed at once).
     membership_refresh_s: float = Field(default=30.0, gt=0)
 
 

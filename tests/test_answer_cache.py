@@ -38,7 +38,7 @@ def near_cache(versions: dict[str, str | None]) -> AnswerCache:
 
 
 def get(cache: AnswerCache, key: tuple = KEY) -> SearchResult | None:
-    return cache.lookup(key).answer
+    return cache.lookup(key, cache.membership.view()).answer
 
 
 def now(cache: AnswerCache):
@@ -105,10 +105,10 @@ def test_a_node_falling_silent_and_a_lost_delta_drop_everything() -> None:
 
 def test_an_uncacheable_view_is_said_so_and_the_cache_keeps_its_bound() -> None:
     near = near_cache({"a": "1", "b": None})
-    assert near.lookup(KEY).outcome == "uncacheable"
+    assert near.lookup(KEY, now(near)).outcome == "uncacheable"
     near = near_cache({"a": "1"})
     for n in range(20):
         near.keep(("has_model", str(n), None, False), now(near), answer(near.membership.state()))
     assert len(near) == 16
-    lookups = [near.lookup(("has_model", str(n), None, False)).outcome for n in (0, 19)]
+    lookups = [near.lookup(("has_model", str(n), None, False), now(near)).outcome for n in (0, 19)]
     assert lookups == ["miss", "hit"]  # the least recently used went first

@@ -150,7 +150,8 @@ class Network:
             generations = [view.generation for view in self.views]
             first = await self.worker.search(query, RequestContext())
             second = await self.worker.search(query, RequestContext())
-            fresh = await self.worker._scatter_gather(query, RequestContext(), use_index=False)
+            fresh = await self.worker._scatter_gather(
+                query, self.worker.membership.view(), RequestContext(), use_index=False)
             through_api = [await self.http(query) for _ in range(2)]
             if (generations == [view.generation for view in self.views]
                     and all(set(view.expected()) == set(self.live) and view.synced

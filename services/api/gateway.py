@@ -185,8 +185,9 @@ class Gateway:
     async def _search(self, query: NodeQuery) -> SearchResult:
         self._check(self.names.search_queue, "search")
         near, key = self.near, query.key()
+        view = self.membership.view()  # the one view this search is looked up and kept at
         if near is not None:
-            lookup = near.lookup(key)
+            lookup = near.lookup(key, view)
             self._near_lookups.labels("miss" if lookup.answer is None else "hit").inc()
             if lookup.answer is not None:
                 return lookup.answer
@@ -194,7 +195,7 @@ class Gateway:
             self.names.search_queue, SEARCH, query, SearchResult, self.settings.rpc_timeout_s
         )
         if near is not None:
-            near.keep(key, lookup.view, result)
+            near.keep(key, view, result)
         self._search_nodes.labels("asked").inc(result.asked)
         self._search_nodes.labels("answered").inc(result.answered)
         self._search_nodes.labels("timed_out").inc(result.asked - result.answered)

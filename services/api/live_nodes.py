@@ -8,15 +8,11 @@ start, or after a lost delta) the routes ask the registry, as they always did.
 
 from __future__ import annotations
 
-import random
-
 import orjson
 
+from shared.hosts import choose_hosts
 from shared.membership import Membership
 from shared.membership_feed import MembershipFeed
-
-# Per replica: 2 SMPC workers, 1 crypto provider, 1 host.
-NODES_PER_ENCRYPTED_REPLICA = 4
 
 
 class LiveNodes:
@@ -39,11 +35,7 @@ class LiveNodes:
 
     def choose(self, encrypted: bool) -> list[tuple[str, str]]:
         """Distinct live nodes at random: N_REPLICA, or 4 x N_REPLICA (all or none)."""
-        live = self._current()[2]
-        if encrypted:
-            wanted = NODES_PER_ENCRYPTED_REPLICA * self.n_replica
-            return random.sample(live, wanted) if len(live) >= wanted else []
-        return random.sample(live, min(self.n_replica, len(live)))
+        return choose_hosts(self._current()[2], self.n_replica, encrypted)
 
     def _current(self) -> tuple[int, bytes, list[tuple[str, str]]]:
         generation = self.membership.live_generation

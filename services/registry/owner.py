@@ -184,7 +184,7 @@ class LivenessOwner:
     # --- what changes the membership ------------------------------------------------
 
     def joined(self, node_id: str, address: str) -> None:
-        """A join (here or by another registry worker) counts as heard."""
+        """A join (here or by another registry worker) counts as live, for one TTL."""
         state = self.nodes.get(node_id)
         if state is None or state.node_address != address:
             state = NodeState(node_id=node_id, node_address=address,

@@ -6,14 +6,15 @@ kept in memory by one registry worker, the liveness owner
 the changes as numbered membership deltas. Every registry worker follows those
 deltas in a view of its own (:class:`shared.membership.Membership`) and
 answers lists, host choices and membership snapshots from it; a join counts as
-heard, and a new owner gives every registered node one TTL of grace.
+live (until its TTL passes unheard), and a new owner gives every registered node one TTL of
+grace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
+import time
 
 from prometheus_client import Gauge
 
@@ -48,6 +49,7 @@ from shared.contracts import (
     RevokeRequest,
 )
 from shared.errors import StoreUnavailable
+from shared.hosts import choose_hosts
 from shared.liveness import EventPublisher, subscribe_events
 from shared.membership import Membership
 from shared.membership_feed import MembershipFeed
@@ -58,8 +60,6 @@ from shared.topology import Names
 
 log = logging.getLogger(__name__)
 
-# Per replica: 2 SMPC workers, 1 crypto provider, 1 host.
-NODES_PER_ENCRYPTED_REPLICA = 4
 
 
 class RegistryWorker:
@@ -167,20 +167,23 @@ class RegistryWorker:
             heard = state is not None and state.heard
             records.append(NodeRecord(node_id=node_id, node_address=address,
                                       live=state is None or state.live,
-                                      heartbeat_age_s=0.0 if heard else None,
+                                      heartbeat_age_s=self._heard_age_s(node_id) if heard
+                                      else None,
                                       bridged=node_id in self.bridged))
         if not request.include_offline:
             records = [record for record in records if record.live]
         return NodeList(nodes=records)
 
+    def _heard_age_s(self, node_id: str) -> float:
+        """Seconds since a heard node was last heard: the owner knows; any other worker says 0."""
+        at = self.last_heard(node_id)
+        return 0.0 if at is None else round(max(time.time() - at, 0.0), 3)
+
     async def choose_hosts(self, request: ChooseHostsRequest,
                            context: RequestContext) -> HostChoice:
         live = [(record.node_id, record.node_address)
                 for record in (await self.list_nodes(ListRequest(), context)).nodes]
-        if request.encrypted:
-            wanted = NODES_PER_ENCRYPTED_REPLICA * self.settings.n_replica
-            return HostChoice(hosts=random.sample(live, wanted) if len(live) >= wanted else [])
-        return HostChoice(hosts=random.sample(live, min(self.settings.n_replica, len(live))))
+        return HostChoice(hosts=choose_hosts(live, self.settings.n_replica, request.encrypted))
 
     async def membership_snapshot(self, request: MembershipRequest,
                                   context: RequestContext) -> MembershipSnapshot:

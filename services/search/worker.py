@@ -175,7 +175,7 @@ class SearchWorker:
         for op in LISTS:
             if self.index.unindexed(op, view.expected, view.versions):
                 with contextlib.suppress(GridError):  # asked again after a pause
-                    await self._scatter_gather(SearchRequest(op=op), RequestContext())
+                    await self._scatter_gather(SearchRequest(op=op), view, RequestContext())
                 left += self.index.unindexed(op, view.expected, view.versions)
         return left
 
@@ -184,8 +184,9 @@ class SearchWorker:
     async def search(self, query: SearchRequest, context: RequestContext) -> SearchResult:
         """Answer a query from the cache, or share the broadcast of an identical one in flight."""
         key = query.key()
+        view = self.membership.view()  # the one view this search sees, taken once
         if self.cache is not None:
-            lookup = self.cache.lookup(key)
+            lookup = self.cache.lookup(key, view)
             self.metrics.cache.labels(lookup.outcome).inc()
             if lookup.answer is not None:
                 return lookup.answer
@@ -196,7 +197,7 @@ class SearchWorker:
         future: asyncio.Future[SearchResult] = asyncio.get_running_loop().create_future()
         self._coalesced[key] = future
         try:
-            result = await self._scatter_gather(query, context)
+            result = await self._scatter_gather(query, view, context)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -206,10 +207,9 @@ class SearchWorker:
         finally:
             del self._coalesced[key]
 
-    async def _scatter_gather(self, query: SearchRequest, context: RequestContext,
-                              use_index: bool = True) -> SearchResult:
-        """Ask the nodes whose answer is open (every live node without ``use_index``)."""
-        view = self.membership.view()  # the one view this search sees, taken once
+    async def _scatter_gather(self, query: SearchRequest, view: MembershipView,
+                              context: RequestContext, use_index: bool = True) -> SearchResult:
+        """Ask the nodes of ``view`` whose answer is open (every one without ``use_index``)."""
         expected = _asked_of(query, view)
         split = self._split(query, expected, view, use_index)
         gather = Gather(expected, split.known)
@@ -316,7 +316,7 @@ class SearchWorker:
         """
         few = (len(ask) <= DIRECT_SHARE * len(view.expected)
                or len(gather.expected) < len(view.expected))
-        return few and all(self.membership.speaks_for_itself(node_id) for node_id in ask)
+        return few and view.own.issuperset(ask)
 
     def _observe(self, query: SearchRequest, result: SearchResult) -> None:
         self.metrics.nodes.labels("asked").inc(result.asked)
