@@ -125,7 +125,8 @@ def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_aggregate_lists_every_host_with_its_registered_address() -> None:
-    gather = Gather({"b": "http://b:1", "a": "http://a:1", "c": "http://c:1", "late": "http://l"})
+    nodes = {"b": "http://b:1", "a": "http://a:1", "c": "http://c:1", "late": "http://l"}
+    gather = Gather(nodes, nodes)
     shares = EncryptedModelHosts(workers=[("x", "http://x"), ("y", "http://y")],
                                  crypto_provider=("z", "http://z"))
     gather.add(NodeReply(node_id="b", encrypted=shares))

@@ -175,7 +175,8 @@ class Network:
         return response.json(), response.headers["x-grid-cache"]
 
     def model_answer(self, query: SearchRequest) -> SearchResult:
-        gather = Gather({node_id: address(node_id) for node_id in self.live})
+        nodes = {node_id: address(node_id) for node_id in self.live}
+        gather = Gather(nodes, nodes)
         for node_id, inventory in self.live.items():
             gather.add(inventory.answer(node_id, query))
         return plain(aggregate(query, gather))

@@ -149,3 +149,40 @@ async def test_a_list_answer_after_the_deadline_still_indexes_its_node(
     response = await gateway.client.post("/search-model", json={"model_id": "resnet18"})
     assert response.json() == [["bob", "http://bob:5000"]]
     assert headers(response) == ("1", "1", "0")
+
+
+def _lists(node_id: str, version: str | None, models: list[str], tags: list[str]):
+    return (NodeReply(node_id=node_id, version=version, models=models),
+            NodeReply(node_id=node_id, version=version, tags=tags))
+
+
+def test_the_index_answers_by_name_and_asks_whom_it_cannot_answer_for() -> None:
+    from services.search.index import InventoryIndex
+    from shared.contracts import SearchRequest
+    from shared.membership import MembershipView
+
+    index = InventoryIndex()
+    for node_id, models, tags in (("a", ["m1"], ["#x", "#y"]), ("b", ["m2"], ["#x"]),
+                                  ("c", ["m1"], ["#y"])):
+        models_reply, tags_reply = _lists(node_id, "1", models, tags)
+        index.learn("list_models", models_reply)
+        index.learn("list_tags", tags_reply)
+    expected = {name: f"http://{name}" for name in ("a", "b", "c", "d")}
+    view = MembershipView(1, expected, {"a": "1", "b": "1", "c": "2", "d": None})
+    has_m1 = index.split(SearchRequest(op="has_model", model_id="m1"), expected, view)
+    # c moved to version 2 and d announces none: only they are asked; a is known to host m1.
+    assert (set(has_m1.known), set(has_m1.ask)) == ({"a"}, {"c", "d"})
+    tags = index.split(SearchRequest(op="search_tags", tags=["#x", "#y"]), expected, view)
+    assert (tags.known, set(tags.ask)) == ({}, {"a", "c", "d"})  # a may match: only a can say
+    # c answers at version 2 without m1: the index follows, and forgets who left.
+    models_reply, tags_reply = _lists("c", "2", ["m3"], ["#y"])
+    index.learn("list_models", models_reply)
+    assert set(index.split(SearchRequest(op="has_model", model_id="m1"), expected,
+                           view).ask) == {"d"}
+    index.forget_except({"b": "http://b", "c": "http://c"})
+    assert set(index.split(SearchRequest(op="has_model", model_id="m1"), expected,
+                           view).ask) == {"a", "d"}
+    # A search naming nodes goes node by node, with the same answers.
+    named = index.split(SearchRequest(op="has_model", model_id="m3", nodes=["c", "b"]),
+                        {"c": "http://c", "b": "http://b"}, view)
+    assert (set(named.known), named.ask) == ({"c"}, {})

@@ -9,49 +9,51 @@ from shared.contracts import EncryptedHost, NodeQuery, NodeReply, SearchRequest,
 
 
 class Gather:
-    """The replies to one search; ``done`` resolves when every expected node answered.
+    """The replies to one search; ``done`` resolves when every node asked has answered.
 
     Some answers are known before asking (``known``: what the index says, see
     :mod:`services.search.index`): those nodes are not asked, or if asked by a
-    broadcast their replies are redundant. A known answer that adds nothing to
-    the result (None: no match) is counted, not kept.
+    broadcast their replies are redundant. Every expected node not asked counts
+    as answered; a known answer that adds nothing (no match) is not even kept.
     """
 
-    __slots__ = ("expected", "replies", "derived", "answered", "done")
+    __slots__ = ("expected", "asked", "replies", "waiting", "done")
 
-    def __init__(self, expected: dict[str, str],
-                 known: Mapping[str, NodeReply | None] | None = None) -> None:
+    def __init__(self, expected: dict[str, str], asked: Mapping[str, str],
+                 known: Mapping[str, NodeReply] | None = None) -> None:
         self.expected = expected
-        known = known or {}
-        self.replies: dict[str, NodeReply] = {
-            node_id: reply for node_id, reply in known.items() if reply is not None}
-        self.derived: frozenset[str] = frozenset(known)
-        self.answered = len(known)
+        self.asked = asked
+        self.replies: dict[str, NodeReply] = dict(known or {})
+        self.waiting: set[str] = set(asked)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._check_done()
 
+    @property
+    def answered(self) -> int:
+        return len(self.expected) - len(self.waiting)
+
     def add(self, reply: NodeReply) -> bool:
-        """Keep a reply from an expected node, once; False for anyone else."""
+        """Keep a reply from a node asked and not yet heard, once; False for anyone else."""
         node_id = reply.node_id
-        if node_id not in self.expected or node_id in self.replies or node_id in self.derived:
+        if node_id not in self.waiting:
             return False
+        self.waiting.discard(node_id)
         self.replies[node_id] = reply
-        self.answered += 1
         self._check_done()
         return True
 
     def _check_done(self) -> None:
-        if self.answered == len(self.expected) and not self.done.done():
+        if not self.waiting and not self.done.done():
             self.done.set_result(None)
 
     def queried(self) -> int:
         """Nodes whose answer was asked for rather than known."""
-        return len(self.expected) - len(self.derived)
+        return len(self.asked)
 
     def asked_replies(self) -> dict[str, NodeReply]:
         """The replies that came from the nodes themselves (not known beforehand)."""
-        return {node_id: reply for node_id, reply in self.replies.items()
-                if node_id not in self.derived}
+        return {node_id: self.replies[node_id] for node_id in self.asked
+                if node_id in self.replies}
 
     def settled(self, versions: Mapping[str, str | None]) -> bool:
         """Every expected node answered, each from the version ``versions`` says it announced.
@@ -59,7 +61,7 @@ class Gather:
         A reply without the version (or with another) may come from before a
         change, or from someone else: an answer that holds one is never cached.
         """
-        return (self.answered == len(self.expected)
+        return (not self.waiting
                 and all(reply.version == versions.get(node_id)
                         for node_id, reply in self.replies.items()))
 

@@ -212,7 +212,7 @@ class SearchWorker:
         """Ask the nodes of ``view`` whose answer is open (every one without ``use_index``)."""
         expected = _asked_of(query, view)
         split = self._split(query, expected, view, use_index)
-        gather = Gather(expected, split.known)
+        gather = Gather(expected, split.ask, split.known)
         if split.ask:
             await self._ask_within_budget(query, gather, split.ask, view, context)
         result = aggregate(query, gather)
@@ -225,7 +225,7 @@ class SearchWorker:
                use_index: bool) -> Split:
         """The answers the index already knows, and the nodes to ask."""
         if use_index and self.index is not None:
-            return self.index.split(query, expected, view.versions)
+            return self.index.split(query, expected, view)
         return Split({}, expected)
 
     async def _ask_within_budget(self, query: SearchRequest, gather: Gather, ask: dict[str, str],
@@ -359,7 +359,9 @@ class SearchWorker:
         if gather is None:
             self.metrics.replies_dropped.labels("late").inc()
             return
-        if not gather.add(self.screen.cap(reply)) and reply.node_id not in gather.derived:
-            node_id = reply.node_id
+        node_id = reply.node_id
+        # A known node's reply to a broadcast is redundant, not dropped: it was not asked.
+        if (not gather.add(self.screen.cap(reply))
+                and (node_id in gather.asked or node_id not in gather.expected)):
             waited = node_id in gather.expected or node_id not in self.membership.nodes
             self.metrics.replies_dropped.labels("unexpected" if waited else "not_waited").inc()
