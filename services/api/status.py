@@ -34,20 +34,6 @@ NO_STORE = {"Cache-Control": "no-store"}
 # --- what the routes answer -----------------------------------------------------------
 
 
-class NodeRow(BaseModel):
-    node_id: str
-    node_address: str
-    live: bool
-    # Heard on the bus within the TTL: searches wait for it (None: not known).
-    heard: bool | None
-    # The inventory version the node announces (None: none, or not known).
-    version: str | None
-    bridged: bool
-    # Seconds since the node was last heard: known only when the list came from
-    # the registry (the membership view keeps states, not times).
-    last_seen_s: float | None
-
-
 class SummaryView(BaseModel):
     registered: int
     live: int
@@ -83,7 +69,7 @@ class TableView(BaseModel):
     model: str | None
     tag: list[str] | None
     state: str
-    rows: list[NodeRow]
+    rows: list[TableNode]
     search: FilterSearchView | None
 
 
@@ -125,7 +111,7 @@ class NamesView(BaseModel):
 
 
 class NodeDetail(BaseModel):
-    node: NodeRow
+    node: TableNode
     # False: not asked (the node is offline).
     asked: bool
     models: NamesView
@@ -135,12 +121,6 @@ class NodeDetail(BaseModel):
 
 
 # --- building them --------------------------------------------------------------------
-
-
-def _row(node: TableNode) -> NodeRow:
-    return NodeRow(node_id=node.node_id, node_address=node.node_address, live=node.live,
-                   heard=node.heard, version=node.version, bridged=node.bridged,
-                   last_seen_s=node.last_seen_s)
 
 
 def _summary(listed: Nodes) -> SummaryView:
@@ -160,7 +140,7 @@ def _table(listed: Nodes, query: TableQuery, matches: Matches) -> TableView:
                                     error=matches.error))
     return TableView(page=query.page, per_page=query.per_page, pages=page.pages,
                      matching=page.matching, node=query.node, model=query.model,
-                     tag=query.tag, state=query.state, rows=[_row(n) for n in page.rows],
+                     tag=query.tag, state=query.state, rows=list(page.rows),
                      search=search)
 
 
@@ -172,12 +152,12 @@ def _names(names: list[str] | None, limit: int) -> NamesView:
 
 def _detail(node: TableNode, inventory: Inventory | None, limit: int) -> NodeDetail:
     if inventory is None:
-        return NodeDetail(node=_row(node), asked=False, models=_names(None, 0),
+        return NodeDetail(node=node, asked=False, models=_names(None, 0),
                           tags=_names(None, 0), note="Offline: not asked.")
     note = inventory.error
     if note is None and (inventory.models is None or inventory.tags is None):
         note = "The node did not answer in time."
-    return NodeDetail(node=_row(node), asked=True,
+    return NodeDetail(node=node, asked=True,
                       models=_names(inventory.models, limit),
                       tags=_names(inventory.tags, limit), note=note)
 

@@ -72,15 +72,18 @@ def _explain(exc: ValidationError) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TableNode:
-    """One node as the table lists it. ``heard``/``version`` are None when not known."""
+    """One node as the table lists it (a row of ``/status.json``)."""
 
     node_id: str
     node_address: str
     live: bool
+    # Heard on the bus within the TTL: searches wait for it (None: not known).
     heard: bool | None
+    # The inventory version the node announces (None: none, or not known).
     version: str | None
     bridged: bool
-    # Seconds since last heard when the registry was read (None: not known, or never).
+    # Seconds since the node was last heard: known only when the list came from the
+    # registry (the membership view keeps states, not times); None: not known, or never.
     last_seen_s: float | None
 
 
