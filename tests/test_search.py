@@ -335,3 +335,39 @@ async def test_a_search_for_given_nodes_names_each_node_and_is_not_broadcast(
     # What reaches a node is the NodeQuery alone.
     assert SearchRequest(op="list_models", nodes=["spy"]).node_query() == {
         "op": "list_models", "model_id": None, "tags": None}
+
+
+class HeaderNode(GridNode):
+    """A node that keeps the headers of every query it receives, and answers as alice does."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.headers: list[dict] = []
+
+    async def _on_query(self, message) -> None:
+        self.headers.append(dict(message.header.properties.headers or {}))
+        await super()._on_query(message)
+
+
+async def test_nodes_asked_directly_each_get_the_query_and_see_no_other_node(
+        harness: Harness, network: Gateway, settings) -> None:
+    from shared.settings import NodeSettings
+
+    nodes = [HeaderNode(settings(NodeSettings, gateway_url=network.api.url), name,
+                        f"http://{name}:5000", lambda node_id, _: NodeReply(
+                            node_id=node_id, models=[node_id]))
+             for name in ("h1", "h2")]
+    for node in nodes:
+        harness._stoppers.append(node.stop)
+        await node.start()
+    await network.wait_search_sees(5)
+    worker = network.searches[0]
+    for node in nodes:
+        node.headers.clear()  # the searches that saw them join were broadcasts
+    result = await worker.registry.call(
+        worker.names.search_queue, SEARCH,
+        SearchRequest(op="list_models", nodes=["h1", "h2"]), SearchResult, 5)
+    assert result.by_node == {"h1": ["h1"], "h2": ["h2"]}
+    # Each got the query (one publish, routed to both queues by BCC), without the BCC list.
+    assert all(len(node.headers) == 1 and "BCC" not in node.headers[0]
+               and "x-deadline-ms" in node.headers[0] for node in nodes)

@@ -55,6 +55,8 @@ from shared.topology import Names, declare_broadcast, declare_replies
 log = logging.getLogger(__name__)
 # Time left for a search's answer to travel back to the client after the gather.
 RETURN_ALLOWANCE_S = 0.02
+# RabbitMQ's sender-selected distribution: the further queues a publish goes to, unseen.
+BCC_HEADER = "BCC"
 # A query for at most this share of the live nodes goes to each one's queue, not to all.
 DIRECT_SHARE = 0.25
 # How long the indexer lets changes pile up before asking the changed nodes.
@@ -294,8 +296,13 @@ class SearchWorker:
             delivery_mode=1)
         try:
             if self._direct(gather, ask, view):
-                for node_id in ask:
-                    await self.bus.publish_raw(body, self.names.node_queue(node_id), properties)
+                # One publish for them all: the broker routes it to the first node's queue and
+                # to every queue BCC names (sender-selected distribution), and takes the
+                # header off before delivery, so that no node learns whom else was asked.
+                first, *others = (self.names.node_queue(node_id) for node_id in ask)
+                if others:
+                    properties.headers = {**properties.headers, BCC_HEADER: others}
+                await self.bus.publish_raw(body, first, properties)
             else:
                 await self.bus.publish_raw(body, "", properties,
                                            exchange=self.names.broadcast_exchange)
