@@ -202,7 +202,12 @@ class MembershipDelta(Contract):
 
 
 class MembershipRequest(Contract):
-    """Ask for the whole membership (every registered node's state)."""
+    """Ask for the whole membership (every registered node's state), or, with the asker's
+    position, only whether it is current: then no node is sent."""
+
+    # The asker's epoch and delta number ("": none, send everything).
+    epoch: str = ""
+    seq: int = -1
 
 
 class MembershipSnapshot(Contract):
@@ -211,6 +216,8 @@ class MembershipSnapshot(Contract):
     epoch: str
     seq: int
     nodes: list[NodeState]
+    # The asker is at this epoch and delta already (its request said so): no nodes are sent.
+    current: bool = False
 
 
 # --- search ---------------------------------------------------------------

@@ -4,8 +4,10 @@ Subscribes to ``membership.delta`` on ``<ns>.events`` first, then reads a
 snapshot from the registry (operation ``membership``), so that no delta falls
 in between. A delta that cannot be applied (another epoch, a gap) is kept and
 a snapshot is read again; the deltas kept are applied on top of it. A
-snapshot is also read every ``refresh_s`` (it changes nothing when the view
-is right) and after every reconnect.
+snapshot is also read after every reconnect, and every ``refresh_s`` the view
+checks that it is current: it sends its epoch and delta number, and only when
+the registry is elsewhere (a last delta lost with nothing after it to show
+the gap) does the whole snapshot come back.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class MembershipFeed:
         # Set once a snapshot has been read at least once.
         self.loaded = asyncio.Event()
         self.resyncs = 0
+        self.checks = 0  # periodic looks answered "current" (no snapshot sent)
         bus.on_connection_lost(self._lost)
 
     async def start(self) -> None:
@@ -80,28 +83,41 @@ class MembershipFeed:
         self.membership.invalidate()  # deltas sent meanwhile are lost
         self._wanted.set()
 
-    async def resync(self) -> bool:
-        """Read a snapshot, then apply the deltas kept since; True when back in sync."""
+    async def resync(self, check: bool = False) -> bool:
+        """Read a snapshot, then apply the deltas kept since; True when back in sync.
+
+        With ``check`` (and a view in sync), ask only whether the view is current.
+        """
+        membership = self.membership
+        request = (MembershipRequest(epoch=membership.epoch, seq=membership.seq)
+                   if check and membership.synced else MembershipRequest())
         snapshot = await self.registry.call(
-            self.names.registry_queue, MEMBERSHIP, MembershipRequest(), MembershipSnapshot,
+            self.names.registry_queue, MEMBERSHIP, request, MembershipSnapshot,
             self.bus.settings.rpc_timeout_s)
+        if snapshot.current:
+            self.checks += 1
+            # Current, unless a delta that did not follow came meanwhile (then read it all).
+            return membership.synced and not self._kept
         kept, self._kept = list(self._kept), deque(maxlen=KEPT_DELTAS)
         self.resyncs += 1
-        if not self.membership.catch_up(snapshot, kept):
+        if not membership.catch_up(snapshot, kept):
             return False
         self.loaded.set()
         return True
 
     async def _sync_forever(self) -> None:
-        delay = RETRY_S
+        delay, check = RETRY_S, False
         while True:
             try:
-                synced = await self.resync()
+                synced = await self.resync(check)
                 delay = self.refresh_s if synced else RETRY_S
             except GridError as exc:  # registry not up yet, or not in sync itself: soon again
                 log.info("cannot read the membership", extra={"error": exc.message})
                 delay = min(max(delay * 2, RETRY_S), 2.0)
             self._wanted.clear()
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(delay):
                     await self._wanted.wait()
+                check = False  # a gap, or a lost connection: read everything
+            except TimeoutError:
+                check = not self._kept  # the periodic look: is the view current?

@@ -85,3 +85,25 @@ async def _next_event(events: asyncio.Queue[MembershipEvent], kind: str) -> str:
                 return event.node_id
 
     return await asyncio.wait_for(find(), TTL_S * 5)
+
+
+async def test_a_follower_checks_it_is_current_and_reads_everything_only_when_it_is_not(
+        harness: Harness) -> None:
+    gateway = await harness.gateway(registry=FAST, search={**FAST, "membership_refresh_s": 0.2})
+    await harness.node(gateway, "alice", {"models": ["m"]}, **FAST_NODE)
+    owner, feed = gateway.registries[0].owner, gateway.searches[0].feed
+
+    async def caught_up() -> bool:
+        return feed.membership.synced and feed.membership.seq == owner.seq
+
+    await eventually(caught_up)
+    resyncs, checks = feed.resyncs, feed.checks
+    await eventually(lambda: _true(feed.checks >= checks + 3))  # the periodic looks
+    assert feed.resyncs == resyncs  # each answered "current": no snapshot sent
+    owner.skip()  # a last delta lost, and nothing after it to show the gap
+    await eventually(caught_up)
+    assert feed.resyncs > resyncs  # the next look found the view behind and read it all
+
+
+async def _true(value: bool) -> bool:
+    return value
