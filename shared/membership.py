@@ -180,9 +180,6 @@ class Membership:
     def expected(self) -> dict[str, str]:
         return self.view().expected
 
-    def state(self) -> str | None:
-        return self.view().digest
-
     def speaks_for_itself(self, node_id: str) -> bool:
         """True when the node itself was heard on the bus within the TTL."""
         state = self.nodes.get(node_id)

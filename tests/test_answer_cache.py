@@ -51,8 +51,8 @@ def answer(state: str | None) -> SearchResult:
 
 def test_states_agree_when_the_views_do() -> None:
     worker, near = view({"a": "1", "b": "1"}), near_cache({"b": "1", "a": "1"})
-    assert worker.state() == near.membership.state() is not None
-    near.keep(KEY, now(near), answer(worker.state()))
+    assert worker.view().digest == near.membership.view().digest is not None
+    near.keep(KEY, now(near), answer(worker.view().digest))
     hit = get(near)
     assert hit is not None and hit.cached and hit.nodes == [("a", "http://a:5000")]
 
@@ -60,23 +60,23 @@ def test_states_agree_when_the_views_do() -> None:
 def test_an_answer_from_a_worker_that_saw_a_change_first_is_not_kept() -> None:
     worker, near = view({"a": "1", "b": "1"}), near_cache({"a": "1", "b": "1"})
     feed(worker, {"a": "2"})
-    near.keep(KEY, now(near), answer(worker.state()))
+    near.keep(KEY, now(near), answer(worker.view().digest))
     assert get(near) is None
     feed(near.membership, {"a": "2"})  # now the API has seen it too
-    near.keep(KEY, now(near), answer(worker.state()))
+    near.keep(KEY, now(near), answer(worker.view().digest))
     assert get(near) is not None
 
 
 def test_an_answer_from_a_worker_that_missed_a_change_is_not_kept() -> None:
     worker, near = view({"a": "1", "b": "1"}), near_cache({"a": "1", "b": "2"})
-    near.keep(KEY, now(near), answer(worker.state()))
+    near.keep(KEY, now(near), answer(worker.view().digest))
     assert get(near) is None
 
 
 def test_a_change_while_the_worker_answered_drops_the_answer() -> None:
     near = near_cache({"a": "1", "b": "1"})
     before = now(near)
-    state = near.membership.state()
+    state = near.membership.view().digest
     feed(near.membership, {"b": "3"})
     near.keep(KEY, before, answer(state))
     assert get(near) is None
@@ -84,23 +84,23 @@ def test_a_change_while_the_worker_answered_drops_the_answer() -> None:
 
 def test_nothing_is_kept_without_versions_or_a_state() -> None:
     near = near_cache({"a": "1", "b": None})
-    assert near.membership.state() is None
+    assert near.membership.view().digest is None
     near.keep(KEY, now(near), answer(None))
     assert get(near) is None
 
 
 def test_a_node_falling_silent_and_a_lost_delta_drop_everything() -> None:
     near = near_cache({"a": "1", "b": "1"})
-    near.keep(KEY, now(near), answer(near.membership.state()))
+    near.keep(KEY, now(near), answer(near.membership.view().digest))
     feed(near.membership, {"a": "1"})  # a is heard again: nothing changed
     assert get(near) is not None
     feed(near.membership, {"b": "1"}, heard=False)  # b fell silent
     assert get(near) is None
-    near.keep(KEY, now(near), answer(near.membership.state()))
+    near.keep(KEY, now(near), answer(near.membership.view().digest))
     assert get(near) is not None
     lost = MembershipDelta(epoch=EPOCH, seq=near.membership.seq + 2)  # one went missing
     assert not near.membership.apply(lost)
-    assert get(near) is None and near.membership.state() is None
+    assert get(near) is None and near.membership.view().digest is None
 
 
 def test_an_uncacheable_view_is_said_so_and_the_cache_keeps_its_bound() -> None:
@@ -108,7 +108,7 @@ def test_an_uncacheable_view_is_said_so_and_the_cache_keeps_its_bound() -> None:
     assert near.lookup(KEY, now(near)).outcome == "uncacheable"
     near = near_cache({"a": "1"})
     for n in range(20):
-        near.keep(("has_model", str(n), None, False), now(near), answer(near.membership.state()))
+        near.keep(("has_model", str(n), None, False), now(near), answer(now(near).digest))
     assert len(near) == 16
     lookups = [near.lookup(("has_model", str(n), None, False), now(near)).outcome for n in (0, 19)]
     assert lookups == ["miss", "hit"]  # the least recently used went first

@@ -160,10 +160,10 @@ def test_a_gap_unsyncs_until_a_snapshot() -> None:
     owner.cut()  # lost
     owner.set(NodeState(node_id="b", node_address="http://b:5000", heard=True, version="1"))
     follower.deliver(owner.cut())
-    assert not follower.membership.synced and follower.membership.state() is None
+    assert not follower.membership.synced and follower.membership.view().digest is None
     follower.resync(owner)
     assert follower.membership.synced and set(follower.membership.expected()) == {"a", "b"}
-    assert follower.membership.state() is not None
+    assert follower.membership.view().digest is not None
 
 
 def test_a_snapshot_older_than_the_view_does_not_take_it_back() -> None:
