@@ -77,7 +77,10 @@ class RequestGate:
         return user_id in self.bridges and op in BRIDGE_OPERATIONS
 
     def from_gateway(self, user_id: str | None) -> bool:
-        """A reply to one of the gateway's own requests comes from a gateway user."""
+        """A reply to one of the gateway's own requests, a membership event or a delta
+        comes from a gateway user (a node may publish on the events exchange, for its
+        heartbeats: its own key alone, but a broker before RabbitMQ 4.0.3 routes copies to
+        the keys of its CC and BCC headers unchecked)."""
         return not self.on or user_id in self.gateway
 
 

@@ -18,6 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from shared import codec
+from shared.auth import RequestGate
 from shared.bus import Bus
 from shared.contracts import Heartbeat, MembershipDelta, MembershipEvent
 from shared.errors import InvalidRequest
@@ -86,12 +87,17 @@ async def find_events(bus: Bus, channel: AbstractChannel, names: Names) -> Abstr
 async def subscribe_events(bus: Bus, names: Names, on_event: EventHandler) -> None:
     """Follow membership events (``node.*``: joined, left, online, offline) through a private,
     auto-deleted queue. Heartbeats are the liveness owner's alone (``<ns>.liveness``)."""
+    gate = RequestGate(bus.settings)  # secure mode: events only from the gateway's users
     channel = await bus.channel(prefetch=256)
     exchange = await find_events(bus, channel, names)
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     await queue.bind(exchange, routing_key=EVENT_KEY.format(kind="*"))
 
     async def on_message(message: AbstractIncomingMessage) -> None:
+        if not gate.from_gateway(message.user_id):
+            log.warning("ignored a membership event from outside the gateway",
+                        extra={"user_id": message.user_id})
+            return
         try:
             result = on_event(codec.decode(MembershipEvent, message.body))
             if result is not None:

@@ -85,6 +85,10 @@ class Membership:
         self._known_since: dict[str, float] = {}
         self._view: MembershipView | None = None
         self._watchers: list[Callable[[], None]] = []
+        # A join or delete this process applied itself since the last snapshot: a delta
+        # racing it could leave the view wrong where no delta number shows it, so the
+        # periodic look reads the whole snapshot (MembershipFeed).
+        self.local_edits = False
         # Nodes enrolled as bridged: in secure mode, a bridge may speak only for these.
         self.bridged: set[str] = set()
 
@@ -121,6 +125,7 @@ class Membership:
         if not self.synced:
             self._bump(live=False)  # from unsynced (uncacheable) to synced
         self.epoch, self.seq, self.synced = snapshot.epoch, snapshot.seq, True
+        self.local_edits = False
 
     def catch_up(self, snapshot: MembershipSnapshot, kept: list[MembershipDelta]) -> bool:
         """Load a snapshot, then the deltas kept while it was read; True when in sync.
@@ -144,10 +149,12 @@ class Membership:
     def joined_here(self, node_id: str, address: str) -> None:
         """A join this process saw succeed: listed at once (the owner's delta follows)."""
         if node_id not in self.nodes:
+            self.local_edits = True
             self._put(node_id, NodeState(node_id=node_id, node_address=address))
 
     def left_here(self, node_id: str) -> None:
         """A delete this process saw succeed: unlisted at once."""
+        self.local_edits = True
         self._put(node_id, None)
 
     def watch(self, callback: Callable[[], None]) -> None:

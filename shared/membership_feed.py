@@ -20,6 +20,7 @@ from collections import deque
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared import codec
+from shared.auth import RequestGate
 from shared.contracts import MEMBERSHIP, MembershipDelta, MembershipRequest, MembershipSnapshot
 from shared.errors import GridError, InvalidRequest
 from shared.liveness import find_events
@@ -50,6 +51,9 @@ class MembershipFeed:
         self.loaded = asyncio.Event()
         self.resyncs = 0
         self.checks = 0  # periodic looks answered "current" (no snapshot sent)
+        # Secure mode: deltas count only from the gateway's own broker users.
+        self.gate = RequestGate(bus.settings)
+        self.ignored = 0
         bus.on_connection_lost(self._lost)
 
     async def start(self) -> None:
@@ -74,6 +78,11 @@ class MembershipFeed:
             self._wanted.set()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if not self.gate.from_gateway(message.user_id):
+            self.ignored += 1
+            log.warning("ignored a membership delta from outside the gateway",
+                        extra={"user_id": message.user_id})
+            return
         try:
             self.on_delta(codec.decode(MembershipDelta, message.body))
         except InvalidRequest as exc:
@@ -120,4 +129,5 @@ class MembershipFeed:
                     await self._wanted.wait()
                 check = False  # a gap, or a lost connection: read everything
             except TimeoutError:
-                check = not self._kept  # the periodic look: is the view current?
+                # The periodic look: is the view current? Everything, after local edits.
+                check = not self._kept and not self.membership.local_edits

@@ -26,6 +26,7 @@ from shared.contracts import (
     DeleteRequest,
     Heartbeat,
     JoinRequest,
+    MembershipDelta,
     MembershipEvent,
     NodeReply,
     SearchRequest,
@@ -177,6 +178,36 @@ async def test_a_node_cannot_speak_in_another_nodes_name(secure: Secure) -> None
 
         await eventually(impostor_counted)
     await alice_unharmed(secure, alice)
+
+
+async def test_a_node_cannot_slip_events_or_deltas_in_through_bcc(secure: Secure) -> None:
+    """Her own heartbeat key, with more routing keys in CC/BCC: a broker before RabbitMQ 4.0.3
+    checks topic permissions on the routing key alone, so the copies are routed; the gateway
+    takes events and deltas only from its own broker users."""
+    alice, mallory = await two_nodes(secure)
+    names = secure.names
+    owner = secure.gateway.registries[0].owner
+    left = codec.dumps(MembershipEvent(kind="left", node_id=alice.node_id))
+    delta = codec.dumps(MembershipDelta(epoch=owner.epoch, seq=owner.seq + 1,
+                                        left=[alice.node_id]))
+    async with await aio_pika.connect(mallory.amqp_url) as connection:
+        channel = await connection.channel()
+        events = await channel.get_exchange(names.events_exchange, ensure=False)
+        for body, key in ((left, "node.left"), (delta, "membership.delta")):
+            for header in ("CC", "BCC"):
+                await events.publish(aio_pika.Message(body, user_id=mallory.node_id,
+                                                      headers={header: [key]}),
+                                     routing_key=f"heartbeat.{mallory.node_id}")
+        await channel.close()
+    followers = [secure.gateway.api.app.state.gateway.feed, secure.gateway.searches[0].feed]
+
+    async def all_ignored() -> bool:
+        return all(feed.ignored >= 2 for feed in followers)
+
+    await eventually(all_ignored)
+    assert alice.node_id in owner.nodes
+    for _ in range(3):
+        await alice_unharmed(secure, alice)
 
 
 async def test_a_node_cannot_touch_another_nodes_queue_or_the_gateways_exchanges(
