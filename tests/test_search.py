@@ -343,9 +343,11 @@ class HeaderNode(GridNode):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.headers: list[dict] = []
+        self.routing_keys: list[str] = []
 
     async def _on_query(self, message) -> None:
         self.headers.append(dict(message.header.properties.headers or {}))
+        self.routing_keys.append(message.delivery.routing_key)
         await super()._on_query(message)
 
 
@@ -364,6 +366,7 @@ async def test_nodes_asked_directly_each_get_the_query_and_see_no_other_node(
     worker = network.searches[0]
     for node in nodes:
         node.headers.clear()  # the searches that saw them join were broadcasts
+        node.routing_keys.clear()
     result = await worker.registry.call(
         worker.names.search_queue, SEARCH,
         SearchRequest(op="list_models", nodes=["h1", "h2"]), SearchResult, 5)
@@ -371,3 +374,15 @@ async def test_nodes_asked_directly_each_get_the_query_and_see_no_other_node(
     # Each got the query (one publish, routed to both queues by BCC), without the BCC list.
     assert all(len(node.headers) == 1 and "BCC" not in node.headers[0]
                and "x-deadline-ms" in node.headers[0] for node in nodes)
+    assert [node.routing_keys for node in nodes] == [[""], [""]]  # no other node's queue
+
+
+def test_bcc_batches_keep_every_header_within_a_frame() -> None:
+    from services.search.worker import BCC_MAX_BYTES, bcc_batches
+
+    queues = [f"grid.node.{'x' * 120}-{n}" for n in range(2500)]  # 10,000 nodes' quarter
+    batches = bcc_batches(queues)
+    assert [queue for batch in batches for queue in batch] == queues
+    assert len(batches) > 1
+    assert all(sum(len(queue) + 5 for queue in batch) <= BCC_MAX_BYTES for batch in batches)
+    assert bcc_batches(["one"]) == [["one"]]

@@ -188,25 +188,27 @@ class GridNode:
         gateway from caching this node's answers.
         """
         self.version = version
-        if self._heartbeat is not None and not await self._beat():
+        if self._heartbeat is not None and await self._beat() != version:
             self._unannounced = True  # sent once the broker is back, not at the next turn
             self._wake.set()
 
     # --- bus ------------------------------------------------------------------
 
-    async def _beat(self) -> bool:
-        """One heartbeat; False when it could not be sent (the broker may be reconnecting)."""
+    async def _beat(self) -> str | None | bool:
+        """One heartbeat: the version it announced, or False when it could not be sent
+        (the broker may be reconnecting)."""
         if not self.bus.ready:
             return False
+        version = self.version
         try:
-            await self.events.publish(Heartbeat(node_id=self.node_id, version=self.version))
+            await self.events.publish(Heartbeat(node_id=self.node_id, version=version))
         except Exception:  # noqa: BLE001 - the connection went while sending
             return False
-        return True
+        return version
 
     async def _heartbeat_forever(self) -> None:
         while True:
-            if await self._beat():
+            if await self._beat() == self.version:  # announced what the node holds now
                 self._unannounced = False
             self._wake.clear()
             pause = ANNOUNCE_RETRY_S if self._unannounced else self.heartbeat_s

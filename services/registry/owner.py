@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -74,7 +75,8 @@ class LivenessOwner:
         self.live, self.heard, self.own = Expiry(ttl), Expiry(ttl), Expiry(ttl)
         self._changed: set[str] = set()
         self._left: set[str] = set()
-        self._flush_at: asyncio.TimerHandle | None = None
+        self._flush_at: asyncio.Handle | None = None
+        self._urgent_at = -math.inf  # when a delta last went out at once (_flush_soon)
         self._publishing = asyncio.Lock()
         self._lock_bus: Bus | None = None
         self._task: asyncio.Task | None = None
@@ -230,7 +232,7 @@ class LivenessOwner:
                 # An inventory changed: caches answer from the old one until the delta
                 # arrives, so it goes now, not after the batch (a first version, at a
                 # join, still waits: a join storm stays batched).
-                self._spawn(self.publish_now())
+                self._flush_soon()
 
     def _expire(self) -> None:
         now = self.clock()
@@ -274,6 +276,19 @@ class LivenessOwner:
             self._flush_at = loop.call_later(self.settings.membership_batch_s,
                                              lambda: self._spawn(self._flush()))
 
+    def _flush_soon(self) -> None:
+        """Send what changed at once, but at most once per batch window: a node that
+        changes its version on every heartbeat costs one delta per window, as any change."""
+        now = self.clock()
+        if now - self._urgent_at < self.settings.membership_batch_s:
+            self._schedule()
+            return
+        self._urgent_at = now
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        self._flush_at = asyncio.get_running_loop().call_soon(
+            lambda: self._spawn(self._flush()))
+
     async def publish_now(self) -> None:
         """Send what changed without waiting for the batch (a removal: gone at once)."""
         if self._flush_at is not None:
@@ -286,8 +301,8 @@ class LivenessOwner:
         async with self._publishing:
             changed, left = self._changed, self._left
             self._changed, self._left = set(), set()
-            if not self.active:
-                return
+            if not self.active or not (changed or left or self.seq == 0):
+                return  # nothing to say (a new epoch's first delta always goes): no number spent
             if not self.events.bus.ready:
                 # Nothing can be sent: keep the changes (and the number) for a later delta.
                 # A number used for a delta never sent would go unnoticed by followers

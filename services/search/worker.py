@@ -55,8 +55,11 @@ from shared.topology import Names, declare_broadcast, declare_replies
 log = logging.getLogger(__name__)
 # Time left for a search's answer to travel back to the client after the gather.
 RETURN_ALLOWANCE_S = 0.02
-# RabbitMQ's sender-selected distribution: the further queues a publish goes to, unseen.
+# RabbitMQ's sender-selected distribution: the queues a publish goes to, unseen by them.
 BCC_HEADER = "BCC"
+# The most bytes of queue names one publish's BCC header carries: a header frame cannot be
+# split, and one larger than the connection's frame_max (128 KiB) closes the connection.
+BCC_MAX_BYTES = 64 * 1024
 # A query for at most this share of the live nodes goes to each one's queue, not to all.
 DIRECT_SHARE = 0.25
 # How long the indexer lets changes pile up before asking the changed nodes.
@@ -68,6 +71,20 @@ INDEX_RETRY_MAX_S = 30.0
 # A list answer that comes after its query's deadline still indexes its node (it names the
 # version it holds for): the correlation ids of this many recent list queries are kept.
 LATE_LISTS_KEPT = 64
+
+
+def bcc_batches(queues: list[str]) -> list[list[str]]:
+    """``queues`` in batches whose BCC header stays within ``BCC_MAX_BYTES``."""
+    batches: list[list[str]] = [[]]
+    size = 0
+    for queue in queues:
+        cost = len(queue.encode()) + 5  # a long string in a field array: type, length, bytes
+        if batches[-1] and size + cost > BCC_MAX_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(queue)
+        size += cost
+    return batches
 
 
 def _asked_of(query: SearchRequest, view: MembershipView) -> dict[str, str]:
@@ -296,13 +313,13 @@ class SearchWorker:
             delivery_mode=1)
         try:
             if self._direct(gather, ask, view):
-                # One publish for them all: the broker routes it to the first node's queue and
-                # to every queue BCC names (sender-selected distribution), and takes the
-                # header off before delivery, so that no node learns whom else was asked.
-                first, *others = (self.names.node_queue(node_id) for node_id in ask)
-                if others:
-                    properties.headers = {**properties.headers, BCC_HEADER: others}
-                await self.bus.publish_raw(body, first, properties)
+                # One publish for many queues: the broker routes it to every queue BCC names
+                # (sender-selected distribution) and takes the header off before delivery;
+                # the routing key is "" (no queue), so that no node learns whom else was asked.
+                headers = properties.headers
+                for queues in bcc_batches([self.names.node_queue(node_id) for node_id in ask]):
+                    properties.headers = {**headers, BCC_HEADER: queues}
+                    await self.bus.publish_raw(body, "", properties)
             else:
                 await self.bus.publish_raw(body, "", properties,
                                            exchange=self.names.broadcast_exchange)
@@ -342,8 +359,8 @@ class SearchWorker:
             reply = NodeReply.model_validate_json(message.body)
         except (ValidationError, ValueError):
             return
-        if not self.settings.verify_node_user or message.user_id == reply.node_id:
-            self.index.learn(op, reply)
+        if self.speakers.may_speak_for(message.user_id, reply.node_id):
+            self.index.learn(op, self.screen.cap(reply))  # capped: kept as a timely one is
 
     def _on_node_reply(self, message: Delivery) -> None:
         if self.screen.oversized(message):
