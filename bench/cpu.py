@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared.settings import split_amqp_urls
 
 TICKS = os.sysconf("SC_CLK_TCK")
 Snapshot = dict[str, dict[int, float]]
@@ -81,6 +84,12 @@ def _owns_socket(pid: int, inodes: set[str]) -> bool:
 def _beam_pids() -> list[int]:
     return sorted(int(e.name) for e in Path("/proc").iterdir()
                   if e.name.isdigit() and _comm(int(e.name)) == "beam.smp")
+
+
+def brokers_of(amqp_url: str) -> list[int]:
+    """The broker processes of every node an ``AMQP_URL`` names (a cluster: all of them)."""
+    return [pid for url in split_amqp_urls(amqp_url)
+            for pid in broker_pids(urlsplit(url).port or 5672)]
 
 
 def broker_pids(port: int = 5672) -> list[int]:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bench import cpu, report, scale
 from bench.load import Load, LoadSpec
@@ -20,7 +19,7 @@ from bench.plan import RunSpec, Scenario
 from bench.routes import route
 from bench.stack import SECURE_ADMIN_TOKEN, HttpFleet, LocalStack, StackConfig
 from bench.stats import RunResult, percentile, summarise
-from shared.settings import NodeSettings, split_amqp_urls
+from shared.settings import NodeSettings
 
 
 @dataclass
@@ -51,9 +50,8 @@ class Session:
 
     def cpu_groups(self, target: Target) -> dict[str, list[int]]:
         # Every node of a cluster counts as the broker.
-        brokers = [pid for url in split_amqp_urls(self.args.amqp_url)
-                   for pid in cpu.broker_pids(urlsplit(url).port or 5672)]
-        return {**target.pids, "broker": brokers, "client": [os.getpid()]}
+        return {**target.pids, "broker": cpu.brokers_of(self.args.amqp_url),
+                "client": [os.getpid()]}
 
     def add(self, result: RunResult) -> None:
         self.results.append(result)

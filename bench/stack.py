@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from bench import cpu, procs
 from bench import inventory as inv
@@ -192,9 +191,7 @@ class LocalStack:
         self.join_cpu_s = _spent(before, cpu.snapshot(self._cpu_groups()))
 
     def _cpu_groups(self) -> dict[str, list[int]]:
-        brokers = [pid for url in split_amqp_urls(self.config.amqp_url)
-                   for pid in cpu.broker_pids(urlsplit(url).port or 5672)]
-        return {**self.pid_groups(), "broker": brokers}
+        return {**self.pid_groups(), "broker": cpu.brokers_of(self.config.amqp_url)}
 
     def _fleet_options(self) -> list[str]:
         config = self.config

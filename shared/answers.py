@@ -63,9 +63,9 @@ class AnswerCache:
 
     def keep(self, key: tuple, taken: MembershipView, result: SearchResult) -> None:
         """Keep ``result`` if it holds for ``taken`` and nothing changed since it was taken."""
+        # The cache's generation only ever comes from the membership's: never past it.
         if (result.state is None or result.state != taken.digest
-                or self.membership.generation != taken.generation
-                or taken.generation < self.generation):
+                or self.membership.generation != taken.generation):
             return
         if taken.generation != self.generation:
             self._renew(taken.generation)

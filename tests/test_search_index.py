@@ -22,7 +22,7 @@ INVENTORIES = {
 
 async def indexed(worker: SearchWorker, count: int) -> bool:
     index, membership = worker.index, worker.membership
-    return all(index.unindexed(op, membership.expected(), membership.versions) == 0
+    return all(index.unindexed(op, membership.view()) == 0
                for op in ("list_models", "list_tags")) and len(membership.expected()) == count
 
 

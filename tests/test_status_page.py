@@ -135,7 +135,7 @@ async def index_settled(gateway: Gateway) -> None:
 
     async def settled() -> bool:
         view = worker.membership.view()
-        return all(worker.index.unindexed(op, view.expected, view.versions) == 0
+        return all(worker.index.unindexed(op, view) == 0
                    for op in LISTS) and len(view.expected) == len(DEMO_NODES)
 
     await eventually(settled)

@@ -124,13 +124,10 @@ class NodeDetail(BaseModel):
 
 
 def _summary(listed: Nodes) -> SummaryView:
-    nodes = listed.nodes
-    live = sum(node.live for node in nodes)
-    return SummaryView(registered=len(nodes), live=live, offline=len(nodes) - live,
-                       heard=sum(bool(node.heard) for node in nodes),
-                       versioned=sum(node.version is not None for node in nodes),
-                       bridged=sum(node.bridged for node in nodes), source=listed.source,
-                       list_age_s=round(listed.age_s, 2), error=listed.error)
+    counts = listed.counts
+    return SummaryView(**counts, offline=counts["registered"] - counts["live"],
+                       source=listed.source, list_age_s=round(listed.age_s, 2),
+                       error=listed.error)
 
 
 def _table(listed: Nodes, query: TableQuery, matches: Matches) -> TableView:

@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TypeVar
 
 from services.api.gateway import Gateway
@@ -52,6 +53,16 @@ class Nodes:
     source: str  # "membership" (this process's view) or "registry" (its list)
     age_s: float  # how old the list is
     error: str | None = None
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        """How many nodes are registered, live, heard, versioned and bridged (counted once
+        per list: the membership's is kept until it changes)."""
+        nodes = self.nodes
+        return {"registered": len(nodes), "live": sum(node.live for node in nodes),
+                "heard": sum(bool(node.heard) for node in nodes),
+                "versioned": sum(node.version is not None for node in nodes),
+                "bridged": sum(node.bridged for node in nodes)}
 
 
 class RegistryList:
@@ -124,7 +135,7 @@ class StatusBoard:
         self.gateway = gateway
         self.settings = gateway.settings
         self.registry_list = RegistryList(gateway, self.settings.status_cache_s)
-        self._listed: tuple[int, list[TableNode]] = (-1, [])
+        self._listed: tuple[int, Nodes] = (-1, Nodes([], "membership", 0.0))
 
     async def nodes(self) -> Nodes:
         """Every registered node: from the membership view when in sync, else the registry."""
@@ -132,8 +143,9 @@ class StatusBoard:
             return await self.registry_list.get()
         membership = self.gateway.membership
         if self._listed[0] != membership.generation:  # sorted once per change
-            self._listed = (membership.generation, from_membership(membership.nodes))
-        return Nodes(self._listed[1], "membership", 0.0)
+            self._listed = (membership.generation,
+                            Nodes(from_membership(membership.nodes), "membership", 0.0))
+        return self._listed[1]
 
     async def matches(self, query: TableQuery) -> Matches:
         """The nodes hosting ``query.model`` and holding data with every ``query.tag``."""

@@ -119,9 +119,10 @@ class GridNode:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._heartbeat: asyncio.Task | None = None
-        # Set when a version could not be announced (the broker was away): the heartbeat
-        # loop then retries every ANNOUNCE_RETRY_S instead of waiting for its next turn.
-        self._unannounced = False
+        # The version the last heartbeat sent carried (at first, the one the first heartbeat
+        # will carry at its turn). Until it is the node's own (a change made while the broker
+        # was away), the heartbeat loop retries every ANNOUNCE_RETRY_S, not at its next turn.
+        self._announced = self.version
         self._wake = asyncio.Event()
         # The gateway's cadence, unless GRID_HEARTBEAT_S was set for this node.
         self.heartbeat_s = settings.heartbeat_s
@@ -188,15 +189,13 @@ class GridNode:
         gateway from caching this node's answers.
         """
         self.version = version
-        if self._heartbeat is not None and await self._beat() != version:
-            self._unannounced = True  # sent once the broker is back, not at the next turn
-            self._wake.set()
+        if self._heartbeat is not None and not await self._beat():
+            self._wake.set()  # sent once the broker is back, not at the next turn
 
     # --- bus ------------------------------------------------------------------
 
-    async def _beat(self) -> str | None | bool:
-        """One heartbeat: the version it announced, or False when it could not be sent
-        (the broker may be reconnecting)."""
+    async def _beat(self) -> bool:
+        """One heartbeat; False when it could not be sent (the broker may be reconnecting)."""
         if not self.bus.ready:
             return False
         version = self.version
@@ -204,14 +203,15 @@ class GridNode:
             await self.events.publish(Heartbeat(node_id=self.node_id, version=version))
         except Exception:  # noqa: BLE001 - the connection went while sending
             return False
-        return version
+        self._announced = version
+        return True
 
     async def _heartbeat_forever(self) -> None:
         while True:
-            if await self._beat() == self.version:  # announced what the node holds now
-                self._unannounced = False
+            await self._beat()
             self._wake.clear()
-            pause = ANNOUNCE_RETRY_S if self._unannounced else self.heartbeat_s
+            behind = self._announced != self.version  # a change not announced yet
+            pause = ANNOUNCE_RETRY_S if behind else self.heartbeat_s
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._wake.wait()

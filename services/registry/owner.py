@@ -75,7 +75,7 @@ class LivenessOwner:
         self.live, self.heard, self.own = Expiry(ttl), Expiry(ttl), Expiry(ttl)
         self._changed: set[str] = set()
         self._left: set[str] = set()
-        self._flush_at: asyncio.Handle | None = None
+        self._flush_at: asyncio.TimerHandle | None = None
         self._urgent_at = -math.inf  # when a delta last went out at once (_flush_soon)
         self._publishing = asyncio.Lock()
         self._lock_bus: Bus | None = None
@@ -284,10 +284,7 @@ class LivenessOwner:
             self._schedule()
             return
         self._urgent_at = now
-        if self._flush_at is not None:
-            self._flush_at.cancel()
-        self._flush_at = asyncio.get_running_loop().call_soon(
-            lambda: self._spawn(self._flush()))
+        self._spawn(self.publish_now())
 
     async def publish_now(self) -> None:
         """Send what changed without waiting for the batch (a removal: gone at once)."""

@@ -79,10 +79,10 @@ class NameLists:
         return known[1] if known is not None and known[0] == version else None
 
     def holding(self, names: list[str]) -> set[str]:
-        """The nodes that listed every one of ``names`` (at some version)."""
+        """The nodes that listed every one of ``names`` (at some version; no names: all)."""
         sets = sorted((self.holders.get(name, set()) for name in names), key=len)
         if not sets:
-            return set()
+            return set(self.at)
         return set(sets[0]).intersection(*sets[1:])
 
 
@@ -102,15 +102,9 @@ class InventoryIndex:
             self._lists[op].keep(reply.node_id, reply.version,
                                  frozenset(getattr(reply, field) or ()))
 
-    def listed(self, op: str, node_id: str, version: str | None) -> frozenset[str] | None:
-        """What the node answered to ``op`` at ``version``; None if unknown."""
-        return self._lists[op].listed(node_id, version)
-
-    def unindexed(self, op: str, nodes: Mapping[str, str],
-                  versions: Mapping[str, str | None]) -> int:
-        """How many of ``nodes`` announce a version but have no ``op`` list at it."""
-        return sum(1 for node_id in nodes if versions.get(node_id) is not None
-                   and self.listed(op, node_id, versions[node_id]) is None)
+    def unindexed(self, op: str, view: MembershipView) -> int:
+        """How many of the view's nodes announce a version but have no ``op`` list at it."""
+        return sum(1 for node_id in self.stale(op, view) if view.versions[node_id] is not None)
 
     def split(self, query: SearchRequest, expected: Mapping[str, str],
               view: MembershipView) -> Split:
@@ -118,19 +112,10 @@ class InventoryIndex:
 
         ``expected``: the view's nodes, or those a search names (``SearchRequest.nodes``).
         """
-        if expected is view.expected and query.op in _BY_NAME:
-            return _BY_NAME[query.op](self, query, view)
-        derive = _DERIVERS.get(query.op)
-        if derive is None:
+        split = _SPLITS.get(query.op)
+        if split is None:
             return Split({}, dict(expected))
-        split = Split({}, {})
-        for node_id, address in expected.items():
-            known, reply = derive(self, query, node_id, view.versions.get(node_id))
-            if not known:
-                split.ask[node_id] = address
-            elif reply is not None:
-                split.known[node_id] = reply
-        return split
+        return split(self, query, expected, view)
 
     def stale(self, op: str, view: MembershipView) -> dict[str, str]:
         """The view's nodes whose ``op`` list is not known at their current version."""
@@ -145,6 +130,14 @@ class InventoryIndex:
         self._stale[op] = (key, stale)
         return stale
 
+    def unknown(self, op: str, expected: Mapping[str, str],
+                view: MembershipView) -> dict[str, str]:
+        """The nodes of ``expected`` whose ``op`` list is not known at their version: to ask."""
+        stale = self.stale(op, view)
+        if expected is view.expected:
+            return dict(stale)
+        return {node_id: address for node_id, address in expected.items() if node_id in stale}
+
     def forget_except(self, nodes: Mapping[str, str]) -> None:
         """Drop what is kept for nodes no longer registered."""
         for lists in self._lists.values():
@@ -152,63 +145,39 @@ class InventoryIndex:
                 lists.drop(node_id)
 
 
-def _has_model_by_name(index: InventoryIndex, query: SearchRequest,
-                       view: MembershipView) -> Split:
+def _lists(index: InventoryIndex, query: SearchRequest, expected: Mapping[str, str],
+           view: MembershipView) -> Split:
+    """Every node's list as it gave it at its version; the others are asked."""
+    ask = index.unknown(query.op, expected, view)
+    at, field, versions = index._lists[query.op].at, LISTS[query.op], view.versions
+    known = {node_id: NodeReply.model_construct(node_id=node_id, version=versions[node_id],
+                                                **{field: list(at[node_id][1])})
+             for node_id in expected if node_id not in ask}
+    return Split(known, ask)
+
+
+def _has_model(index: InventoryIndex, query: SearchRequest, expected: Mapping[str, str],
+               view: MembershipView) -> Split:
     """The nodes listing the model at their version host it; every other indexed node does not."""
-    stale = index.stale("list_models", view)
-    holders = index._lists["list_models"].holders.get(query.model_id or "", set())
+    ask = index.unknown("list_models", expected, view)
+    holders = index._lists["list_models"].holders.get(query.model_id or "", ())
     versions = view.versions
     known = {node_id: NodeReply.model_construct(node_id=node_id, version=versions[node_id],
                                                 match=True)
-             for node_id in holders if node_id in view.expected and node_id not in stale}
-    return Split(known, dict(stale))
+             for node_id in holders if node_id in expected and node_id not in ask}
+    return Split(known, ask)
 
 
-def _search_tags_by_name(index: InventoryIndex, query: SearchRequest,
-                         view: MembershipView) -> Split:
+def _search_tags(index: InventoryIndex, query: SearchRequest, expected: Mapping[str, str],
+                 view: MembershipView) -> Split:
     """Ask the nodes listing every tag (only they can say) and those not indexed."""
-    stale = index.stale("list_tags", view)
-    ask = dict(stale)
+    ask = index.unknown("list_tags", expected, view)
     for node_id in index._lists["list_tags"].holding(query.tags or []):
-        address = view.expected.get(node_id)
+        address = expected.get(node_id)
         if address is not None:
             ask[node_id] = address
     return Split({}, ask)
 
 
-_BY_NAME = {"has_model": _has_model_by_name, "search_tags": _search_tags_by_name}
-
-# (known, reply): the answer follows (reply None when it adds nothing), or it does not.
-Derived = tuple[bool, NodeReply | None]
-UNKNOWN: Derived = (False, None)
-NOTHING: Derived = (True, None)
-
-def _list(index: InventoryIndex, query: SearchRequest, node_id: str,
-          version: str | None) -> Derived:
-    names = index.listed(query.op, node_id, version)
-    if names is None:
-        return UNKNOWN
-    return True, NodeReply.model_construct(node_id=node_id, version=version,
-                                           **{LISTS[query.op]: list(names)})
-
-
-def _has_model(index: InventoryIndex, query: SearchRequest, node_id: str,
-               version: str | None) -> Derived:
-    models = index.listed("list_models", node_id, version)
-    if models is None:
-        return UNKNOWN
-    if query.model_id not in models:
-        return NOTHING
-    return True, NodeReply.model_construct(node_id=node_id, version=version, match=True)
-
-
-def _search_tags(index: InventoryIndex, query: SearchRequest, node_id: str,
-                 version: str | None) -> Derived:
-    tags = index.listed("list_tags", node_id, version)
-    if tags is None or tags.issuperset(query.tags or ()):
-        return UNKNOWN  # unknown, or a candidate: only the node can say
-    return NOTHING
-
-
-_DERIVERS = {"list_models": _list, "list_tags": _list, "has_model": _has_model,
-             "search_tags": _search_tags}
+_SPLITS = {"list_models": _lists, "list_tags": _lists, "has_model": _has_model,
+           "search_tags": _search_tags}

@@ -192,10 +192,10 @@ class SearchWorker:
         self.index.forget_except(self.membership.addresses)
         left = 0
         for op in LISTS:
-            if self.index.unindexed(op, view.expected, view.versions):
+            if self.index.unindexed(op, view):
                 with contextlib.suppress(GridError):  # asked again after a pause
                     await self._scatter_gather(SearchRequest(op=op), view, RequestContext())
-                left += self.index.unindexed(op, view.expected, view.versions)
+                left += self.index.unindexed(op, view)
         return left
 
     # --- search -----------------------------------------------------------------
